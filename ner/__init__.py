@@ -1,0 +1,1 @@
+"""NER fine-tuning for BERT-family encoders on CoNLL-style files."""
