@@ -1,0 +1,342 @@
+"""Reading CoNLL-style NER files (one token per line, blank line between sentences) into `datasets`.
+
+`read_conll` parses one file into `Sentence`s and rejects anything it cannot read faithfully with
+a `DataFileError` naming ``path:line``. `load_conll` runs `ConllBuilder`, which writes one Arrow
+split per data file and reuses it while the file's content and the parser code are unchanged.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import pyarrow.compute as pc
+from datasets.builder import Key
+from datasets.exceptions import DatasetGenerationError
+
+from ner.errors import DataFileError
+
+logger = logging.getLogger(__name__)
+
+DOCSTART = "-DOCSTART-"
+
+FEATURES = datasets.Features(
+    {
+        "words": datasets.List(datasets.Value("string")),
+        "tags": datasets.List(datasets.Value("string")),
+        "document_id": datasets.Value("int32"),
+        "doc_start": datasets.Value("bool"),
+        "line": datasets.Value("int32"),
+    }
+)
+
+_BOM = b"\xef\xbb\xbf"
+# ASCII whitespace only: a non-breaking space inside a token must not split it.
+_SPACE = " \t\r\f\v"
+_SPACE_RUN = re.compile(r"[ \t\r\f\v]+")
+_TAG = re.compile(r"O|[BIESLU](-\S+)?")
+_TAG_HELP = (
+    "accepted tags are `O`, or `B`, `I`, `E`, `S`, `L` or `U` alone or followed by `-TYPE` "
+    "(e.g. B-PER, I-Disease, S-LOC, U-ORG, untyped B/I); IO-only tags such as `PER` are not "
+    "supported, convert the file to BIO first"
+)
+
+
+@dataclass
+class Sentence:
+    """One sentence of a CoNLL file, with where it came from."""
+
+    words: list[str]
+    tags: list[str]
+    document_id: int  # 0-based index of the document in the file
+    doc_start: bool  # True for the first sentence after a -DOCSTART- line
+    line: int  # 1-based line number (in the file) of the sentence's first word
+
+
+def _show(line: str) -> str:
+    shown = repr(line)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _decoded_lines(path: str) -> Iterator[tuple[int, str]]:
+    """Yield (line number, text without line ending), refusing NUL bytes and non-UTF-8 bytes."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            skipped = 0
+            if raw.startswith(_BOM):
+                if lineno > 1:
+                    raise DataFileError(
+                        path,
+                        lineno,
+                        "byte order mark (BOM) at the start of this line: were files concatenated? "
+                        "Remove it, e.g. `sed -i 's/^\\xEF\\xBB\\xBF//' FILE`, or load the parts separately",
+                    )
+                raw, skipped = raw[len(_BOM) :], len(_BOM)
+            nul = raw.find(b"\x00")
+            if nul >= 0:
+                raise DataFileError(
+                    path,
+                    lineno,
+                    f"NUL byte at byte offset {nul + skipped} of the line: this looks like a binary "
+                    "(or UTF-16) file, expected UTF-8 text with one token per line",
+                )
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataFileError(
+                    path,
+                    lineno,
+                    f"the file is not UTF-8: byte 0x{raw[e.start]:02x} at byte offset "
+                    f"{e.start + skipped} of the line cannot be decoded; re-encode the file as UTF-8, "
+                    f"e.g. `iconv -f latin1 -t utf-8 {path} > fixed.txt`",
+                ) from None
+            yield lineno, text.rstrip("\r\n")
+
+
+class _TokenLines:
+    """Cuts token lines into (word, tag), holding every line to the layout of the first one."""
+
+    def __init__(self, path: str, word_column: int, label_column: int, delimiter: str | None) -> None:
+        self.path, self.word_column, self.label_column = path, word_column, label_column
+        self.delimiter = delimiter
+        self.n_columns = self.first_line = self.word_index = self.label_index = 0
+        self.valid_tags: set[str] = set()
+
+    def split(self, line: str) -> list[str]:
+        if self.delimiter is None:
+            return _SPACE_RUN.split(line.strip(_SPACE))
+        strip = "".join(c for c in _SPACE if c not in self.delimiter)
+        return [field.strip(strip) for field in line.split(self.delimiter)]
+
+    def _start(self, lineno: int, line: str) -> None:
+        """Fix the delimiter, the column count and the word/tag columns from the first token line."""
+        if self.delimiter is None and "\t" in line:
+            self.delimiter = "\t"
+        self.n_columns, self.first_line = len(self.split(line)), lineno
+        if self.n_columns < 2:
+            raise DataFileError(
+                self.path, lineno, "found 1 column, but a label column is needed: each token line "
+                f"must hold at least `word tag` (separated by a tab or spaces): {_show(line)}",
+            )
+        self.word_index = self._column(lineno, "word_column", self.word_column)
+        self.label_index = self._column(lineno, "label_column", self.label_column)
+        if self.word_index == self.label_index:
+            raise DataFileError(
+                self.path, lineno, f"word_column={self.word_column} and label_column={self.label_column} "
+                f"are the same column ({self.word_index}); pick two different columns",
+            )
+
+    def _column(self, lineno: int, name: str, index: int) -> int:
+        n = self.n_columns
+        if not -n <= index < n:
+            raise DataFileError(
+                self.path, lineno, f"{name}={index} is out of range: the first token line has {n} "
+                f"columns (use 0..{n - 1}, or -{n}..-1 to count from the end)",
+            )
+        return index % n
+
+    def parse(self, lineno: int, line: str) -> tuple[str, str]:
+        if not self.n_columns:
+            self._start(lineno, line)
+        fields = self.split(line)
+        if len(fields) != self.n_columns:
+            raise DataFileError(
+                self.path, lineno, f"expected {self.n_columns} columns (as on line {self.first_line}, "
+                f"the first token line), found {len(fields)}: {_show(line)}",
+            )
+        if "" in fields:
+            raise DataFileError(
+                self.path, lineno, f"column {fields.index('')} is empty: {_show(line)}; every column "
+                "of a token line needs a value",
+            )
+        tag = fields[self.label_index]
+        if tag not in self.valid_tags:
+            if not _TAG.fullmatch(tag):
+                raise DataFileError(
+                    self.path, lineno, f"unsupported tag {tag!r} in column {self.label_index} "
+                    f"(label_column={self.label_column}): {_TAG_HELP}",
+                )
+            self.valid_tags.add(tag)
+        return fields[self.word_index], tag
+
+
+def read_conll(
+    path: str | os.PathLike,
+    *,
+    word_column: int = 0,
+    label_column: int = -1,
+    delimiter: str | None = None,
+) -> Iterator[Sentence]:
+    """Yield the sentences of a CoNLL-style file, in file order.
+
+    `delimiter=None` picks per file: tab-separated if the first token line has a tab, else runs
+    of whitespace. `-DOCSTART-` lines separate documents and are not tokens. Bad input raises
+    `DataFileError` as the offending line is reached.
+    """
+    if delimiter == "":
+        raise ValueError("delimiter must be None (auto: tab or whitespace) or a non-empty string")
+    return _sentences(os.fspath(path), _TokenLines(os.fspath(path), word_column, label_column, delimiter))
+
+
+def _sentences(path: str, token_lines: _TokenLines) -> Iterator[Sentence]:
+    words: list[str] = []
+    tags: list[str] = []
+    start = document_id = n_sentences = 0
+    after_docstart = False
+
+    def finish() -> Sentence:
+        nonlocal words, tags, document_id, n_sentences, after_docstart
+        # Consecutive -DOCSTART- lines, or one before the first sentence, open no empty document.
+        if after_docstart and n_sentences:
+            document_id += 1
+        sentence = Sentence(words, tags, document_id, after_docstart, start)
+        words, tags, after_docstart = [], [], False
+        n_sentences += 1
+        return sentence
+
+    for lineno, line in _decoded_lines(path):
+        if not line.strip(_SPACE):
+            if words:
+                yield finish()
+        elif _SPACE_RUN.split(line.strip(_SPACE), 1)[0] == DOCSTART:
+            if words:
+                yield finish()
+            after_docstart = True
+        else:
+            word, tag = token_lines.parse(lineno, line)
+            if not words:
+                start = lineno
+            words.append(word)
+            tags.append(tag)
+    if words:
+        yield finish()
+    if not n_sentences:
+        raise DataFileError(
+            path, None, "no sentences found: the file is empty or holds only blank and -DOCSTART- "
+            "lines; expected token lines such as `word<TAB>tag`, with a blank line after each sentence",
+        )
+
+
+def _source_hash() -> str:
+    # Part of the cache path, so that a change to the parser never serves stale Arrow files.
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+@dataclass
+class ConllConfig(datasets.BuilderConfig):
+    """Builder settings: which columns hold the word and the tag, and the column delimiter."""
+
+    word_column: int = 0
+    label_column: int = -1
+    delimiter: str | None = None
+
+    def create_config_id(self, config_kwargs: dict, custom_features: datasets.Features | None = None) -> str:
+        """Add the content hash of every data file to the cache id.
+
+        datasets identifies local data files by path and mtime only; the content hash also
+        catches an edit that keeps the mtime (coarse file-system clocks, `cp -p`, `touch -r`).
+        """
+        config_id = super().create_config_id(config_kwargs, custom_features)
+        if not self.data_files:
+            return config_id
+        digest = hashlib.sha256()
+        for split in sorted(self.data_files):
+            for path in self.data_files[split]:
+                with open(path, "rb") as f:
+                    digest.update(f"{split}\0{path}\0".encode() + hashlib.file_digest(f, "sha256").digest())
+        return f"{config_id}-{digest.hexdigest()[:16]}"
+
+
+class ConllBuilder(datasets.GeneratorBasedBuilder):
+    """One split per `data_files` key, each read from exactly one local CoNLL file."""
+
+    BUILDER_CONFIG_CLASS = ConllConfig
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("hash", _source_hash())
+        super().__init__(*args, **kwargs)
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(description="Sentences of CoNLL-style NER files.", features=FEATURES)
+
+    def _split_generators(self, dl_manager: datasets.DownloadManager) -> list[datasets.SplitGenerator]:
+        if not self.config.data_files:
+            raise ValueError("ConllBuilder needs data_files, e.g. {'train': 'train.txt'}")
+        generators = []
+        for split, files in self.config.data_files.items():
+            if len(files) != 1:
+                raise ValueError(
+                    f"split {split!r} must name exactly one file, got {len(files)}: {list(files)}; "
+                    "concatenate the files first, or give each its own split"
+                )
+            generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"path": files[0]}))
+        return generators
+
+    def _generate_examples(self, path: str) -> Iterator[tuple[Key, dict]]:
+        sentences = read_conll(
+            path,
+            word_column=self.config.word_column,
+            label_column=self.config.label_column,
+            delimiter=self.config.delimiter,
+        )
+        for index, sentence in enumerate(sentences):
+            yield Key(0, index), {
+                "words": sentence.words,
+                "tags": sentence.tags,
+                "document_id": sentence.document_id,
+                "doc_start": sentence.doc_start,
+                "line": sentence.line,
+            }
+
+
+def load_conll(
+    data_files: dict[str, str],
+    *,
+    cache_dir: str | None = None,
+    word_column: int = 0,
+    label_column: int = -1,
+    delimiter: str | None = None,
+) -> datasets.DatasetDict:
+    """Read one CoNLL file per split (e.g. {"train": ..., "validation": ..., "test": ...}).
+
+    The Arrow cache under `cache_dir` is reused while the files and the options are unchanged.
+    """
+    if not data_files:
+        raise ValueError("data_files is empty: give one file per split, e.g. {'train': 'train.txt'}")
+    patterns = {}
+    for split, path in data_files.items():
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{split} file not found: {path}")
+        # datasets treats data_files as glob patterns; a `[` in a file name must stay literal.
+        patterns[split] = glob.escape(os.path.abspath(path))
+    builder = ConllBuilder(
+        cache_dir=cache_dir,
+        data_files=patterns,
+        word_column=word_column,
+        label_column=label_column,
+        delimiter=delimiter,
+    )
+    try:
+        builder.download_and_prepare()
+    except DatasetGenerationError as e:
+        # Show the reader's path:line message, not datasets' generic wrapper.
+        if isinstance(e.__cause__, DataFileError):
+            raise e.__cause__ from None
+        raise
+    splits = builder.as_dataset()
+    for split, dataset in splits.items():
+        table = dataset.data.table
+        tokens = pc.sum(pc.list_value_length(table.column("words"))).as_py() or 0
+        documents = len(pc.unique(table.column("document_id")))
+        logger.info(
+            "%s: %s: %d sentences, %d tokens, %d documents",
+            split, data_files[split], dataset.num_rows, tokens, documents,
+        )
+    return splits

@@ -1,0 +1,187 @@
+"""Tag schemes: parsing, detection, IOB1 -> IOB2 conversion, and the label list.
+
+Schemes are declared as data (the prefixes each one uses, in label-list order); everything
+else is one shared loop over (prefix, type) pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ner.errors import DataFileError
+
+logger = logging.getLogger(__name__)
+
+OUTSIDE = "O"
+TAG_PATTERN = re.compile(r"^(O|[BIESLU](-\S+)?)$")
+
+# Prefixes of each scheme, in the order they appear in the label list.
+SCHEME_PREFIXES: dict[str, tuple[str, ...]] = {
+    "IOB1": ("B", "I"),
+    "IOB2": ("B", "I"),
+    "IOBES": ("B", "I", "E", "S"),
+    "BILOU": ("B", "I", "L", "U"),
+}
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """``"B-PER" -> ("B", "PER")``, ``"O" -> ("O", "")``, untyped ``"B" -> ("B", "")``."""
+    if tag == OUTSIDE:
+        return OUTSIDE, ""
+    prefix, _, entity_type = tag.partition("-")
+    return prefix, entity_type
+
+
+def join_tag(prefix: str, entity_type: str) -> str:
+    return f"{prefix}-{entity_type}" if entity_type else prefix
+
+
+def _starts_chunk(previous: str | None, tag: str) -> bool:
+    """True when ``tag`` (a B or I tag) is the first tag of an entity read the conlleval way."""
+    if previous is None or previous == OUTSIDE:
+        return True
+    return split_tag(previous)[1] != split_tag(tag)[1]
+
+
+def count_entity_starts(tags: Sequence[str]) -> tuple[int, int]:
+    """(entities opened by ``B-``, entities opened by ``I-``) in one sentence."""
+    b_starts = i_starts = 0
+    previous = None
+    for tag in tags:
+        prefix = split_tag(tag)[0]
+        if prefix == "I" and _starts_chunk(previous, tag):
+            i_starts += 1
+        elif prefix == "B" and _starts_chunk(previous, tag):
+            b_starts += 1
+        previous = tag
+    return b_starts, i_starts
+
+
+def detect_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
+    """Name the scheme of the given tags: ``IOB1``, ``IOB2``, ``IOBES`` or ``BILOU``.
+
+    Files with E/S prefixes are IOBES, with L/U prefixes BILOU. Among B/I/O files, IOB1 (CoNLL-2003's
+    original encoding) opens most entities with ``I-``, IOB2 with ``B-``.
+    """
+    prefixes: set[str] = set()
+    b_starts = i_starts = 0
+    for tags in tag_sequences:
+        prefixes.update(split_tag(tag)[0] for tag in tags)
+        b, i = count_entity_starts(tags)
+        b_starts += b
+        i_starts += i
+    if prefixes & {"L", "U"}:
+        if prefixes & {"E", "S"}:
+            raise ValueError(
+                f"Tags mix BILOU (L-, U-) and IOBES (E-, S-) prefixes: {sorted(prefixes)}. "
+                "Use one scheme in all files."
+            )
+        return "BILOU"
+    if prefixes & {"E", "S"}:
+        return "IOBES"
+    return "IOB1" if i_starts > b_starts else "IOB2"
+
+
+def to_iob2(tags: Sequence[str]) -> list[str]:
+    """Rewrite an entity-opening ``I-X`` as ``B-X`` (IOB1 -> IOB2; also repairs invalid IOB2)."""
+    converted = []
+    previous = None
+    for tag in tags:
+        prefix, entity_type = split_tag(tag)
+        if prefix == "I" and _starts_chunk(previous, tag):
+            tag = join_tag("B", entity_type)
+        converted.append(tag)
+        previous = tag
+    return converted
+
+
+def build_label_list(tag_sequences: Iterable[Sequence[str]], scheme: str) -> list[str]:
+    """``O`` first, then every entity type in sorted order with all of the scheme's prefixes.
+
+    Prefixes that never occur in the data are included too, so the list depends only on the set of
+    entity types: stable across runs and splits.
+    """
+    types = sorted({split_tag(tag)[1] for tags in tag_sequences for tag in tags if tag != OUTSIDE})
+    prefixes = SCHEME_PREFIXES[scheme]
+    return [OUTSIDE] + [join_tag(prefix, t) for t in types for prefix in prefixes]
+
+
+def read_label_file(path: str | Path) -> list[str]:
+    """A ``--label_list`` file: one label per line, in the order the model should use."""
+    labels: list[str] = []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, raw in enumerate(handle, start=1):
+            label = raw.strip()
+            if not label:
+                continue
+            if not TAG_PATTERN.match(label):
+                raise DataFileError(
+                    path, number, f"label {label!r} is not 'O' or PREFIX-TYPE with PREFIX one of B, I, E, S, L, U."
+                )
+            if label in seen:
+                raise DataFileError(path, number, f"label {label!r} repeats line {seen[label]}; list each label once.")
+            seen[label] = number
+            labels.append(label)
+    if OUTSIDE not in seen:
+        raise DataFileError(path, None, "the label list has no 'O' label; add a line 'O'.")
+    return labels
+
+
+def seqeval_scheme(scheme: str):
+    """The seqeval scheme class for strict entity matching."""
+    from seqeval import scheme as seqeval_schemes
+
+    classes = {
+        "IOB1": seqeval_schemes.IOB2,  # IOB1 data is converted to IOB2 on read
+        "IOB2": seqeval_schemes.IOB2,
+        "IOBES": seqeval_schemes.IOBES,
+        "BILOU": seqeval_schemes.BILOU,
+    }
+    return classes[scheme]
+
+
+def prepare_tags(raw, files: dict[str, str], label_list_file: str | None = None):
+    """Detect the scheme over all splits, convert IOB1 to IOB2, and build or check the label list.
+
+    ``raw`` is a DatasetDict with ``tags`` and ``line`` columns; ``files`` maps its split names to the
+    file each came from (for error messages). Returns ``(datasets, label_list, scheme)`` where scheme
+    is the one the returned tags use.
+    """
+    tags_by_split = {split: list(raw[split]["tags"]) for split in raw}
+    scheme = detect_scheme(tags for split_tags in tags_by_split.values() for tags in split_tags)
+    if scheme in ("IOB1", "IOB2"):
+        for split, split_tags in tags_by_split.items():
+            opened_by_i = sum(count_entity_starts(tags)[1] for tags in split_tags)
+            if opened_by_i and scheme == "IOB1":
+                logger.info("%s: IOB1 tags; %d entities opened by I- rewritten as B- (IOB2).", files[split], opened_by_i)
+            elif opened_by_i:
+                logger.warning(
+                    "%s: %d entities open with I- after O or another type, which IOB2 does not allow; "
+                    "they are read as B- (as conlleval does).",
+                    files[split],
+                    opened_by_i,
+                )
+        raw = raw.map(lambda example: {"tags": to_iob2(example["tags"])}, desc="IOB2 tags")
+        tags_by_split = {split: list(raw[split]["tags"]) for split in raw}
+        scheme = "IOB2"
+    if label_list_file:
+        label_list = read_label_file(label_list_file)
+        known = set(label_list)
+        for split, split_tags in tags_by_split.items():
+            for tags, line in zip(split_tags, raw[split]["line"]):
+                for offset, tag in enumerate(tags):
+                    if tag not in known:
+                        raise DataFileError(
+                            files[split],
+                            line + offset,
+                            f"label {tag!r} is not in the label list {label_list_file}; add it there, "
+                            "or leave out --label_list to build the list from the data.",
+                        )
+    else:
+        label_list = build_label_list((tags for split_tags in tags_by_split.values() for tags in split_tags), scheme)
+    logger.info("Scheme %s, %d labels: %s", scheme, len(label_list), " ".join(label_list))
+    return raw, label_list, scheme

@@ -1,0 +1,147 @@
+"""Trainer glue: training arguments with NER defaults, word-level metrics, evaluation with predictions."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
+from transformers.trainer_utils import EvalPrediction, IntervalStrategy, get_last_checkpoint
+
+from ner.metrics import entity_scores
+from ner.predict import word_tags
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NerTrainingArguments(TrainingArguments):
+    """transformers' ``TrainingArguments`` with defaults for NER fine-tuning, and ``--warmup_ratio`` back."""
+
+    warmup_ratio: float | None = field(
+        default=None,
+        metadata={"help": "Linear warmup over this fraction of the training steps (0 to 1). Same as a float --warmup_steps."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train from scratch even if --output_dir already holds checkpoints (they are left there)."},
+    )
+    eval_strategy: IntervalStrategy | str = field(
+        default="epoch",
+        metadata={"help": "When to score the validation set during training: 'no', 'steps' (every --eval_steps) or 'epoch'."},
+    )
+    save_strategy: str = field(
+        default="epoch",
+        metadata={"help": "When to write a checkpoint: 'no', 'steps' (every --save_steps), 'epoch' or 'best'."},
+    )
+    metric_for_best_model: str | None = field(
+        default="f1",
+        metadata={"help": "Validation metric that picks the best checkpoint with --load_best_model_at_end (entity F1)."},
+    )
+    logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps."})
+    report_to: None | str | list[str] = field(
+        default="auto",
+        metadata={"help": "Where to log: 'tensorboard', 'wandb', 'none', ...; 'auto' = tensorboard when installed."},
+    )
+
+    def __post_init__(self) -> None:
+        self.do_eval_requested = self.do_eval  # before the parent turns it on for eval_strategy
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # nothing to pin for; avoids a warning per data loader
+        if self.report_to == "auto":
+            self.report_to = "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
+        if self.warmup_ratio is not None:
+            if not 0 <= self.warmup_ratio < 1:
+                raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+            if self.warmup_steps:
+                raise ValueError("Give --warmup_ratio or --warmup_steps, not both.")
+            self.warmup_steps = self.warmup_ratio
+        super().__post_init__()
+
+
+def resolve_checkpoint(args: NerTrainingArguments) -> str | None:
+    """The checkpoint to resume from: ``--resume_from_checkpoint PATH|last``; refuse to mix runs silently."""
+    requested = args.resume_from_checkpoint
+    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+    if requested == "last":
+        if last is None:
+            raise ValueError(
+                f"--resume_from_checkpoint last: no checkpoint-* folder in {args.output_dir}. "
+                "Leave the flag out to start a new run."
+            )
+        return last
+    if requested:
+        if not os.path.isdir(requested):
+            raise ValueError(f"--resume_from_checkpoint {requested}: no such folder.")
+        return requested
+    if last is not None and args.do_train and not args.overwrite_output_dir:
+        raise ValueError(
+            f"{args.output_dir} already holds checkpoints ({os.path.basename(last)} is the newest). "
+            "Pass --resume_from_checkpoint last to continue that run, --overwrite_output_dir to start again "
+            "there, or choose another --output_dir."
+        )
+    return None
+
+
+class WordLevelMetrics:
+    """``compute_metrics`` for the Trainer: scores word-level tags against the file's gold tags.
+
+    Predictions are read at each word's first sub-token; words that got no sub-token are predicted
+    ``O``, so the score is the score of the whole file, as conlleval would compute it.
+    """
+
+    def __init__(
+        self, word_positions: Sequence[Sequence[int]], gold: Sequence[Sequence[str]], id2label: dict[int, str], scheme: str
+    ) -> None:
+        self.word_positions = word_positions
+        self.gold = gold
+        self.id2label = id2label
+        self.scheme = scheme
+        self.predicted: list[list[str]] = []
+
+    def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
+        self.predicted = word_tags(prediction.predictions, self.word_positions, self.id2label)
+        return entity_scores(self.gold, self.predicted, self.scheme)
+
+
+def argmax_logits(logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
+    """Keep only label ids on the device, not the logits (``preprocess_logits_for_metrics``)."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def build_trainer(
+    model: Any,
+    args: NerTrainingArguments,
+    tokenizer: Any,
+    train_dataset: Any = None,
+    eval_dataset: Any = None,
+    eval_metrics: WordLevelMetrics | None = None,
+) -> Trainer:
+    collator = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if (args.fp16 or args.bf16) else None)
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=eval_metrics,
+        preprocess_logits_for_metrics=argmax_logits,
+    )
+
+
+def evaluate_split(
+    trainer: Trainer, dataset: Any, metrics: WordLevelMetrics, prefix: str
+) -> tuple[dict[str, float], list[list[str]]]:
+    """Predict one split; return its metrics (keys prefixed) and the word-level predicted tags."""
+    trainer.compute_metrics = metrics
+    output = trainer.predict(dataset, metric_key_prefix=prefix)
+    return output.metrics, metrics.predicted
+

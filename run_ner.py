@@ -1,0 +1,249 @@
+#!/usr/bin/env python
+"""Fine-tune, evaluate and predict named entity recognition with a BERT-family encoder.
+
+    python run_ner.py --model_name_or_path bert-base-cased --train_file train.txt \\
+        --validation_file dev.txt --test_file test.txt --output_dir out --do_train --do_eval --do_predict
+    accelerate launch run_ner.py config.yaml        # the same, on any number of GPUs, from a config file
+
+``python run_ner.py --help`` lists every option. The work is done in the ``ner`` package; this file
+is the glue: arguments -> read -> labels -> model -> tokenise/align -> Trainer -> train/eval/predict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+import transformers
+from transformers import AutoTokenizer, HfArgumentParser, set_seed
+
+from ner.alignment import require_fast_tokenizer, tokenize_splits
+from ner.modeling import load_model
+from ner.predict import write_predictions
+from ner.schemes import prepare_tags
+from ner.training import NerTrainingArguments, WordLevelMetrics, build_trainer, evaluate_split, resolve_checkpoint
+
+logger = logging.getLogger("run_ner")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        metadata={"help": "Pretrained BERT: a Hub name (bert-base-cased) or a local folder (config.json, weights, vocab)."}
+    )
+    config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's own."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path, if not the model's own."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and datasets are kept."})
+    model_revision: str = field(default="main", metadata={"help": "Hub revision: branch, tag or commit."})
+    token: str | None = field(
+        default=None, metadata={"help": "Hub token for private models/datasets (default: the one `hf auth login` stored)."}
+    )
+    head_layers: int = field(
+        default=1, metadata={"help": "Classifier head depth: 1 = one linear layer (stock-compatible); 2+ = MLP."}
+    )
+    head_hidden_size: int | None = field(default=None, metadata={"help": "Width of the MLP head's hidden layers (default: encoder width)."})
+    head_activation: str = field(default="gelu", metadata={"help": "MLP head activation: gelu, relu or tanh."})
+    classifier_dropout: float | None = field(
+        default=None, metadata={"help": "Dropout before (and inside) the head (default: the encoder's hidden dropout)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    train_file: str | None = field(default=None, metadata={"help": "Training data: a CoNLL file (word ... tag per line)."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation (dev) data, CoNLL."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data, CoNLL, for --do_predict."})
+    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset instead of files (e.g. a CoNLL-2003 copy)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    text_column_name: str | None = field(default=None, metadata={"help": "Hub dataset column of word lists (default: tokens)."})
+    label_column_name: str | None = field(default=None, metadata={"help": "Hub dataset column of tag lists (default: ner_tags)."})
+    word_column: int = field(default=0, metadata={"help": "CoNLL column of the word (0-based)."})
+    label_column: int = field(default=-1, metadata={"help": "CoNLL column of the tag (0-based; negative counts from the end)."})
+    delimiter: str | None = field(
+        default=None, metadata={"help": "CoNLL column separator (default: tab if the file has tabs, else any whitespace)."}
+    )
+    label_list: str | None = field(
+        default=None, metadata={"help": "File with one label per line, in model order (default: built from all given splits)."}
+    )
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": "Most sub-tokens per sentence, [CLS]/[SEP] included (default: the model's limit, at most 512)."},
+    )
+    label_all_tokens: bool = field(
+        default=False, metadata={"help": "Train on every sub-token of a word (B- becomes I- after the first), not just the first."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training sentences."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation sentences."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test sentences."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
+    data_cache_dir: str | None = field(
+        default=None, metadata={"help": "Arrow cache of parsed CoNLL files (default: the datasets cache)."}
+    )
+
+
+SPLITS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+
+
+def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArguments, NerTrainingArguments]:
+    parser = HfArgumentParser((ModelArguments, DataArguments, NerTrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def check_arguments(data_args: DataArguments, training_args: NerTrainingArguments) -> None:
+    files = [getattr(data_args, attribute) for attribute in SPLITS.values()]
+    if data_args.dataset_name and any(files):
+        raise ValueError("Give --dataset_name or --train_file/--validation_file/--test_file, not both.")
+    if not data_args.dataset_name and not any(files):
+        raise ValueError("No data: give --train_file/--validation_file/--test_file (CoNLL files) or --dataset_name.")
+    for path in files:
+        if path and not os.path.isfile(path):
+            raise ValueError(f"No such file: {path}")
+    if not (training_args.do_train or training_args.do_eval_requested or training_args.do_predict):
+        raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+    if training_args.do_train and not (data_args.train_file or data_args.dataset_name):
+        raise ValueError("--do_train needs --train_file.")
+    if training_args.do_predict and not (data_args.test_file or data_args.dataset_name):
+        raise ValueError("--do_predict needs --test_file.")
+
+
+def read_data(data_args: DataArguments, model_args: ModelArguments):
+    """Every given split as a DatasetDict of words/tags, and the file (or Hub name) each came from."""
+    if data_args.dataset_name:
+        from ner.hub_datasets import load_hub_dataset
+
+        raw = load_hub_dataset(
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            text_column=data_args.text_column_name,
+            label_column=data_args.label_column_name,
+            cache_dir=model_args.cache_dir,
+            token=model_args.token,
+        )
+        return raw, {split: f"{data_args.dataset_name}[{split}]" for split in raw}
+    from ner.conll import load_conll
+
+    files = {split: getattr(data_args, attribute) for split, attribute in SPLITS.items() if getattr(data_args, attribute)}
+    raw = load_conll(
+        files,
+        cache_dir=data_args.data_cache_dir,
+        word_column=data_args.word_column,
+        label_column=data_args.label_column,
+        delimiter=data_args.delimiter,
+    )
+    return raw, files
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the whole job; returns every metric written to ``all_results.json``."""
+    model_args, data_args, training_args = parse_arguments(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    log_level = training_args.get_process_log_level()
+    for name in ("run_ner", "ner"):
+        logging.getLogger(name).setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    check_arguments(data_args, training_args)
+    checkpoint = resolve_checkpoint(training_args) if training_args.do_train else None
+    set_seed(training_args.seed)
+    hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
+
+    # Read and label. The main process prepares the Arrow caches; the others then read them.
+    with training_args.main_process_first(desc="reading data"):
+        raw, files = read_data(data_args, model_args)
+        raw, label_list, scheme = prepare_tags(raw, files, data_args.label_list)
+    wanted = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
+    for split in list(raw):
+        if not wanted[split]:
+            del raw[split]
+        elif limits[split] is not None:
+            raw[split] = raw[split].select(range(min(limits[split], len(raw[split]))))
+    if training_args.do_eval and "validation" not in raw:
+        if training_args.do_eval_requested:
+            raise ValueError("--do_eval needs --validation_file (or a dataset with a 'validation' split).")
+        training_args.do_eval = False
+        training_args.eval_strategy = "no"
+        if training_args.load_best_model_at_end:
+            raise ValueError("--load_best_model_at_end needs validation data: pass --validation_file.")
+
+    # Model and tokenizer.
+    tokenizer_name = model_args.tokenizer_name or model_args.model_name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, use_fast=True, **hub_kwargs)
+    require_fast_tokenizer(tokenizer, tokenizer_name)
+    model = load_model(
+        model_args.model_name_or_path,
+        label_list,
+        config_name=model_args.config_name,
+        head_layers=model_args.head_layers,
+        head_hidden_size=model_args.head_hidden_size,
+        head_activation=model_args.head_activation,
+        classifier_dropout=model_args.classifier_dropout,
+        **hub_kwargs,
+    )
+    label_list = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    id2label = dict(enumerate(label_list))
+    model_limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    max_seq_length = data_args.max_seq_length or min(model_limit, 512)
+    if max_seq_length > model_limit:
+        raise ValueError(f"--max_seq_length {max_seq_length} is over the model's limit of {model_limit} positions.")
+
+    with training_args.main_process_first(desc="tokenising"):
+        tokenized = tokenize_splits(
+            raw,
+            tokenizer=tokenizer,
+            label_list=label_list,
+            max_seq_length=max_seq_length,
+            label_all_tokens=data_args.label_all_tokens,
+            files=files,
+            num_proc=data_args.preprocessing_num_workers,
+        )
+
+    def metrics_for(split: str) -> WordLevelMetrics:
+        return WordLevelMetrics(tokenized[split]["word_positions"], raw[split]["tags"], id2label, scheme)
+
+    trainer = build_trainer(
+        model,
+        training_args,
+        tokenizer,
+        train_dataset=tokenized.get("train"),
+        eval_dataset=tokenized.get("validation"),
+        eval_metrics=metrics_for("validation") if "validation" in tokenized else None,
+    )
+    results: dict[str, float] = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]))
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update(metrics)
+
+    for split, prefix, do in (("validation", "eval", training_args.do_eval), ("test", "predict", training_args.do_predict)):
+        if not do:
+            continue
+        metrics, predicted = evaluate_split(trainer, tokenized[split], metrics_for(split), prefix)
+        metrics[f"{prefix}_samples"] = len(tokenized[split])
+        trainer.log_metrics(prefix, metrics)
+        trainer.save_metrics(prefix, metrics)
+        results.update(metrics)
+        if trainer.is_world_process_zero():
+            path = os.path.join(training_args.output_dir, f"{prefix}_predictions.txt")
+            write_predictions(path, raw[split]["words"], raw[split]["tags"], predicted, raw[split]["doc_start"])
+            logger.info("%s F1 %.4f; predictions in %s", prefix, metrics[f"{prefix}_f1"], path)
+    if trainer.is_world_process_zero():
+        scores = ", ".join(f"{name} F1 {results[f'{prefix}_f1']:.4f}" for name, prefix in (("dev", "eval"), ("test", "predict")) if f"{prefix}_f1" in results)
+        logger.info("Done%s. Outputs in %s", f": {scores}" if scores else "", os.path.abspath(training_args.output_dir))
+    return results
+
+
+if __name__ == "__main__":
+    main()
