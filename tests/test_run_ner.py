@@ -212,3 +212,9 @@ def test_hub_style_dataset_folder(tiny_bert, tmp_path):
     assert results["eval_number"] == 16
     sentences, _ = prediction_rows(tmp_path / "out" / "eval_predictions.txt")
     assert sentences[0][0][:2] == ["Maria", "B-PER"]
+
+
+def test_bf16_mixed_precision_on_cpu(tiny_bert, tmp_path):
+    results = main(base_args(tiny_bert, tmp_path / "out", "--do_train", "--do_eval", "--max_steps", "3",
+                             "--bf16", "--use_cpu", "--save_strategy", "no"))
+    assert results["train_loss"] > 0 and 0 <= results["eval_f1"] <= 1
