@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import datasets
 import transformers
-from transformers import AutoTokenizer, HfArgumentParser, set_seed
+from transformers import HfArgumentParser, set_seed
 
 from ner.alignment import require_fast_tokenizer, tokenize_splits
+from ner.loading import check_vocabulary, load_tokenizer, prepare_model_source
 from ner.modeling import load_model
 from ner.predict import write_predictions
 from ner.schemes import prepare_tags
@@ -32,10 +33,23 @@ logger = logging.getLogger("run_ner")
 @dataclass
 class ModelArguments:
     model_name_or_path: str = field(
-        metadata={"help": "Pretrained BERT: a Hub name (bert-base-cased) or a local folder (config.json, weights, vocab)."}
+        metadata={
+            "help": "Pretrained BERT: a Hub name (bert-base-cased), a Hugging Face folder, an original-release folder "
+            "(bert_config.json + vocab.txt + pytorch_model.bin/model.safetensors/weights.tar.gz), a weights file, "
+            "or a TensorFlow checkpoint folder or prefix."
+        }
     )
-    config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's own."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path, if not the model's own."})
+    config_name: str | None = field(
+        default=None, metadata={"help": "Config name or path (e.g. your bert_config.json), if not the model's own."}
+    )
+    tokenizer_name: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer name or path, if not the model's own: a folder, a vocab.txt's folder, or a SentencePiece tokenizer.model."},
+    )
+    do_lower_case: bool | None = field(
+        default=None,
+        metadata={"help": "Force lowercasing on/off (default: follow the tokenizer, but turn it off for a cased vocabulary)."},
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and datasets are kept."})
     model_revision: str = field(default="main", metadata={"help": "Hub revision: branch, tag or commit."})
     token: str | None = field(
@@ -177,19 +191,26 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             raise ValueError("--load_best_model_at_end needs validation data: pass --validation_file.")
 
     # Model and tokenizer.
-    tokenizer_name = model_args.tokenizer_name or model_args.model_name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, use_fast=True, **hub_kwargs)
-    require_fast_tokenizer(tokenizer, tokenizer_name)
+    with training_args.main_process_first(desc="preparing the model"):
+        source = prepare_model_source(
+            model_args.model_name_or_path,
+            config_name=model_args.config_name,
+            tokenizer_name=model_args.tokenizer_name,
+            cache_dir=model_args.cache_dir,
+        )
+    tokenizer = load_tokenizer(source.tokenizer, do_lower_case=model_args.do_lower_case, **hub_kwargs)
+    require_fast_tokenizer(tokenizer, source.tokenizer)
     model = load_model(
-        model_args.model_name_or_path,
+        source.model,
         label_list,
-        config_name=model_args.config_name,
+        config_name=source.config,
         head_layers=model_args.head_layers,
         head_hidden_size=model_args.head_hidden_size,
         head_activation=model_args.head_activation,
         classifier_dropout=model_args.classifier_dropout,
         **hub_kwargs,
     )
+    check_vocabulary(tokenizer, model.config.vocab_size, source.tokenizer)
     label_list = [model.config.id2label[i] for i in range(model.config.num_labels)]
     id2label = dict(enumerate(label_list))
     model_limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)

@@ -1,0 +1,369 @@
+"""Finding a BERT in whatever layout it was released in, and a tokenizer that keeps case where it must.
+
+``prepare_model_source`` turns ``--model_name_or_path`` (plus ``--config_name``/``--tokenizer_name``)
+into something ``from_pretrained`` loads: a Hub name or Hugging Face folder is used as is; an
+original-release folder (``bert_config.json``, ``vocab.txt``, ``pytorch_model.bin`` or
+``model.safetensors``, or SciBERT's ``weights.tar.gz``), a bare weights file, or a TensorFlow
+checkpoint is staged once into a Hugging Face folder under the cache (``config.json``,
+``model.safetensors``, tokenizer files), checked on the way: shapes against the config, the
+vocabulary against the embedding matrix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+RELEASE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+CONFIG_FILES = ("config.json", "bert_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+TF_SUFFIXES = (".index", ".meta")
+
+
+@dataclass
+class ModelSource:
+    """What to pass to ``from_pretrained``: ``model`` and ``tokenizer`` paths or Hub names."""
+
+    model: str
+    tokenizer: str
+    config: str | None = None
+    staged: bool = False
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(base) / "ner-prepared"
+
+
+def _find(folder: Path, names: tuple[str, ...]) -> Path | None:
+    return next((folder / name for name in names if (folder / name).is_file()), None)
+
+
+def _tf_prefix(path: Path) -> Path | None:
+    """The checkpoint prefix if ``path`` is a TF checkpoint prefix or one of its files."""
+    text = str(path)
+    if ".data-" in path.name:
+        text = text[: text.rindex(".data-")]
+    for suffix in TF_SUFFIXES:
+        if text.endswith(suffix):
+            text = text[: -len(suffix)]
+    prefix = Path(text)
+    return prefix if Path(f"{prefix}.index").is_file() else None
+
+
+def _tf_prefix_in(folder: Path) -> Path | None:
+    indexes = sorted(folder.glob("*.index"))
+    if len(indexes) > 1:
+        raise ValueError(
+            f"{folder} holds several TensorFlow checkpoints ({', '.join(p.name for p in indexes)}); "
+            "pass the one to use as --model_name_or_path FOLDER/PREFIX (e.g. model.ckpt-1000000)."
+        )
+    return indexes[0].with_suffix("") if indexes else None
+
+
+def _fingerprint(*paths: Path | None) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        if path is not None:
+            stat = path.stat()
+            digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def prepare_model_source(
+    model_name_or_path: str,
+    *,
+    config_name: str | None = None,
+    tokenizer_name: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> ModelSource:
+    """Resolve the model, config and tokenizer arguments to loadable paths, staging if needed."""
+    path = Path(model_name_or_path)
+    tokenizer = tokenizer_name or model_name_or_path
+    if not path.exists() and _tf_prefix(path) is None:
+        if model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1:
+            raise ValueError(f"--model_name_or_path {model_name_or_path}: no such file or folder.")
+        return ModelSource(model_name_or_path, tokenizer, config_name)  # a Hub name
+    folder = path if path.is_dir() else path.parent
+    if path.is_dir() and (path / "config.json").is_file() and _find(path, HF_WEIGHTS) and config_name is None:
+        return ModelSource(str(path), tokenizer, None)  # a Hugging Face folder
+    config = Path(config_name) if config_name else _find(folder, CONFIG_FILES)
+    vocab = None if tokenizer_name else _find(folder, TOKENIZER_FILES)
+    tf_prefix = _tf_prefix(path) if not path.is_dir() else None
+    weights: Path | None = None
+    archive: Path | None = None
+    if tf_prefix is None and path.is_dir():
+        weights = _find(path, RELEASE_WEIGHTS)
+        archive = path / "weights.tar.gz" if (path / "weights.tar.gz").is_file() else None
+        if weights is None and archive is None:
+            tf_prefix = _tf_prefix_in(path)
+    elif tf_prefix is None:
+        if path.name.endswith((".tar.gz", ".tgz")):
+            archive = path
+        elif path.suffix in (".safetensors", ".bin", ".pt", ".pth"):
+            weights = path
+        else:
+            raise ValueError(
+                f"{path}: not a weights file (.safetensors, .bin), a weights.tar.gz, or a TensorFlow checkpoint prefix."
+            )
+    if weights is None and archive is None and tf_prefix is None:
+        found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        raise ValueError(
+            f"{folder}: no model weights found (found: {found}). Expected model.safetensors or pytorch_model.bin "
+            "with config.json or bert_config.json, a weights.tar.gz holding them, or a TensorFlow checkpoint "
+            "(model.ckpt.index + .data-*)."
+        )
+    staging_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = staging_root / _fingerprint(config, vocab, weights, archive, Path(f"{tf_prefix}.index") if tf_prefix else None)
+    if not (target / "config.json").is_file():
+        _stage(target, config=config, vocab=vocab, weights=weights, archive=archive, tf_prefix=tf_prefix)
+        logger.info("Prepared %s as a Hugging Face folder in %s", model_name_or_path, target)
+    else:
+        logger.info("Using %s, prepared earlier from %s", target, model_name_or_path)
+    return ModelSource(str(target), tokenizer_name or str(target), None, staged=True)
+
+
+def _stage(
+    target: Path,
+    *,
+    config: Path | None,
+    vocab: Path | None,
+    weights: Path | None,
+    archive: Path | None,
+    tf_prefix: Path | None,
+) -> None:
+    """Write config.json, model.safetensors and the vocabulary into ``target``, atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        if tf_prefix is not None:
+            _convert_tf(tf_prefix, config, vocab, work)
+        else:
+            if archive is not None:
+                config, weights = _unpack(archive, work / "unpacked", config)
+            if config is None:
+                raise ValueError(
+                    f"No bert_config.json or config.json beside {weights}; pass --config_name path/bert_config.json."
+                )
+            state = load_state_dict(weights)
+            model_config = _write_config(config, work)
+            check_shapes(state, model_config, weights, config)
+            from safetensors.torch import save_file
+
+            save_file({key: tensor.contiguous() for key, tensor in state.items()}, work / "model.safetensors", metadata={"format": "pt"})
+            if vocab is not None:
+                shutil.copy(vocab, work / vocab.name)
+        shutil.rmtree(work / "unpacked", ignore_errors=True)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _convert_tf(prefix: Path, config: Path | None, vocab: Path | None, work: Path) -> None:
+    try:
+        from ner import tf_conversion
+    except ImportError:
+        raise ValueError(
+            f"{prefix} is a TensorFlow checkpoint; convert it first with "
+            f"`python convert_tf_to_pytorch.py {prefix.parent}` and pass the output folder."
+        ) from None
+    tf_conversion.convert_for_loading(prefix, config, vocab, work)
+
+
+def _unpack(archive: Path, destination: Path, config: Path | None) -> tuple[Path, Path]:
+    """Extract a weights.tar.gz (config + weights, as SciBERT's release) with no path escaping it."""
+    destination.mkdir(parents=True)
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(destination, filter="data")
+    except (tarfile.TarError, OSError) as error:
+        raise ValueError(f"{archive}: cannot unpack ({error}); expected a .tar.gz holding bert_config.json and pytorch_model.bin.") from None
+    files = {p.name: p for p in destination.rglob("*") if p.is_file()}
+    weights = next((files[name] for name in RELEASE_WEIGHTS if name in files), None)
+    if weights is None:
+        raise ValueError(f"{archive} holds {sorted(files) or 'nothing'}; expected pytorch_model.bin or model.safetensors in it.")
+    config = config or next((files[name] for name in CONFIG_FILES if name in files), None)
+    return config, weights
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    """Weights from safetensors, or from a PyTorch pickle with ``weights_only=True`` (no code runs)."""
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+            raise ValueError(f"{path}: not a readable PyTorch weights file ({type(error).__name__}: {error}).") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: expected a state dict (name -> tensor), found {type(state).__name__}.")
+    renamed = {}
+    for key, tensor in state.items():
+        # pytorch-pretrained-bert (2018-19 releases such as SciBERT's) named LayerNorm parameters gamma/beta.
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        renamed[key] = tensor
+    return renamed
+
+
+def _write_config(config_path: Path, work: Path):
+    from transformers import BertConfig
+
+    try:
+        settings = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{config_path}: not a readable JSON config ({error}).") from None
+    model_type = settings.pop("model_type", "bert")
+    if model_type not in ("bert", "ner_bert"):
+        raise ValueError(f"{config_path}: model_type {model_type!r}; this toolkit fine-tunes BERT-family encoders.")
+    config = BertConfig(**settings)
+    config.save_pretrained(work)
+    return config
+
+
+def check_shapes(state: dict[str, Any], config, weights: Path, config_path: Path) -> None:
+    """Every encoder weight must have the shape the config implies; name both files when not."""
+    import torch
+    from transformers import BertModel
+
+    with torch.device("meta"):
+        reference = BertModel(config, add_pooling_layer=True).state_dict()
+    found = {key.removeprefix("bert."): tensor for key, tensor in state.items()}
+    matched = 0
+    for key, tensor in reference.items():
+        if key in found:
+            matched += 1
+            if tuple(found[key].shape) != tuple(tensor.shape):
+                raise ValueError(
+                    f"{weights}: {key} has shape {tuple(found[key].shape)}, but {config_path} implies "
+                    f"{tuple(tensor.shape)}; the config does not belong to these weights."
+                )
+    if matched == 0:
+        sample = ", ".join(list(state)[:5])
+        raise ValueError(f"{weights}: no BERT encoder weights found (names such as {sample}); is this a BERT checkpoint?")
+
+
+def check_vocabulary(tokenizer: Any, vocab_size: int, name: str) -> None:
+    """A tokenizer that yields ids past the embedding matrix would crash mid-training; refuse it now."""
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"The tokenizer of {name} has {len(tokenizer)} tokens but the model's embedding matrix has "
+            f"{vocab_size} rows; the vocabulary does not belong to this model (or --tokenizer_name is wrong)."
+        )
+
+
+# --- tokenizers -------------------------------------------------------------------------------
+
+SPECIAL_TOKENS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]", "pad_token": "[PAD]", "unk_token": "[UNK]"}
+
+
+def sentencepiece_tokenizer(model_file: str | os.PathLike) -> Any:
+    """A fast tokenizer from a SentencePiece model, with BERT's special tokens (added when missing)."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import TokenizersBackend
+
+    try:
+        settings = TokenizersBackend.convert_to_native_format(vocab_file=str(model_file))
+    except ImportError as error:
+        raise ValueError(f"Reading {model_file} needs `pip install sentencepiece protobuf` ({error}).") from None
+    tokenizer = TokenizersBackend(**settings)
+    vocab = tokenizer.get_vocab()
+    present = {role: token for role, token in SPECIAL_TOKENS.items() if token in vocab}
+    if "unk_token" not in present and tokenizer.unk_token:
+        present["unk_token"] = tokenizer.unk_token  # SentencePiece's own <unk>
+    missing = {role: token for role, token in SPECIAL_TOKENS.items() if role not in present}
+    tokenizer.add_special_tokens({**present, **missing})
+    if missing:
+        logger.info("%s: added %s (not in the SentencePiece vocabulary).", model_file, " ".join(missing.values()))
+    cls, sep = tokenizer.cls_token, tokenizer.sep_token
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, tokenizer.cls_token_id), (sep, tokenizer.sep_token_id)],
+    )
+    return tokenizer
+
+
+def _lowercases(tokenizer: Any) -> bool:
+    """Whether the fast tokenizer's normalizer lowercases its input."""
+
+    def search(node: Any) -> bool:
+        if isinstance(node, dict):
+            if node.get("type") == "Lowercase" or node.get("lowercase") is True:
+                return True
+            return any(search(value) for value in node.values())
+        if isinstance(node, list):
+            return any(search(value) for value in node)
+        return False
+
+    return search(json.loads(tokenizer.backend_tokenizer.to_str()).get("normalizer"))
+
+
+def capitalised_share(tokenizer: Any) -> float:
+    """Share of alphabetic vocabulary pieces that start with a capital letter (0 for uncased vocabularies)."""
+    pieces = [piece.removeprefix("##").lstrip("\u2581") for piece in tokenizer.get_vocab()]
+    alphabetic = [piece for piece in pieces if piece[:1].isalpha() and not piece.startswith("[")]
+    return sum(piece[0].isupper() for piece in alphabetic) / len(alphabetic) if alphabetic else 0.0
+
+
+def load_tokenizer(name_or_path: str, *, do_lower_case: bool | None = None, **hub_kwargs: Any) -> Any:
+    """A fast tokenizer whose lowercasing matches its vocabulary (or ``do_lower_case`` when given).
+
+    Several cased models on the Hub ship without a tokenizer_config.json, so ``AutoTokenizer``
+    lowercases their input and most capitalised words map to [UNK] or to the wrong pieces.
+    """
+    from transformers import AutoTokenizer
+
+    if str(name_or_path).endswith(".model") and os.path.isfile(name_or_path):
+        tokenizer = sentencepiece_tokenizer(name_or_path)
+        rebuild = None
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, **hub_kwargs)
+        rebuild = lambda lower: AutoTokenizer.from_pretrained(name_or_path, use_fast=True, do_lower_case=lower, **hub_kwargs)  # noqa: E731
+    if not getattr(tokenizer, "is_fast", False):
+        return tokenizer  # the caller refuses slow tokenizers with its own message
+    lowercases = _lowercases(tokenizer)
+    wanted = do_lower_case
+    if wanted is None:
+        share = capitalised_share(tokenizer)
+        name = Path(str(name_or_path)).name.lower()
+        cased_name = "cased" in name and "uncased" not in name
+        if lowercases and (share > 0.01 or cased_name):
+            wanted = False
+            logger.warning(
+                "%s: the tokenizer lowercases, but the vocabulary is cased (%.0f%% of word pieces capitalised%s); "
+                "lowercasing turned off. Pass --do_lower_case true to keep it.",
+                name_or_path, 100 * share, ", and the name says cased" if cased_name else "",
+            )
+        elif not lowercases and share == 0.0 and "cased" not in name.replace("uncased", ""):
+            wanted = True
+            logger.warning(
+                "%s: the tokenizer keeps case, but the vocabulary has no capitalised pieces; lowercasing turned on "
+                "(else capitalised words become [UNK]). Pass --do_lower_case false to keep case.",
+                name_or_path,
+            )
+    if wanted is not None and wanted != lowercases:
+        if rebuild is None:
+            raise ValueError(f"--do_lower_case applies to WordPiece (vocab.txt) tokenizers, not to {name_or_path}.")
+        tokenizer = rebuild(wanted)
+        if _lowercases(tokenizer) != wanted:
+            raise ValueError(f"The tokenizer of {name_or_path} does not support do_lower_case={wanted}.")
+    return tokenizer
