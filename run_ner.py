@@ -48,20 +48,32 @@ class ModelArguments:
     )
     do_lower_case: bool | None = field(
         default=None,
-        metadata={"help": "Force lowercasing on/off (default: follow the tokenizer, but turn it off for a cased vocabulary)."},
+        metadata={"help": "--do_lower_case true|false forces lowercasing (default: follow the tokenizer, but turn it off for a cased vocabulary)."},
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and datasets are kept."})
     model_revision: str = field(default="main", metadata={"help": "Hub revision: branch, tag or commit."})
     token: str | None = field(
         default=None, metadata={"help": "Hub token for private models/datasets (default: the one `hf auth login` stored)."}
     )
-    head_layers: int = field(
-        default=1, metadata={"help": "Classifier head depth: 1 = one linear layer (stock-compatible); 2+ = MLP."}
+    head_layers: int | None = field(
+        default=None,
+        metadata={"help": "Classifier head depth: 1 = one linear layer (stock-compatible; the default); 2+ = MLP."},
     )
     head_hidden_size: int | None = field(default=None, metadata={"help": "Width of the MLP head's hidden layers (default: encoder width)."})
-    head_activation: str = field(default="gelu", metadata={"help": "MLP head activation: gelu, relu or tanh."})
+    head_activation: str | None = field(default=None, metadata={"help": "MLP head activation: gelu (default), relu or tanh."})
     classifier_dropout: float | None = field(
         default=None, metadata={"help": "Dropout before (and inside) the head (default: the encoder's hidden dropout)."}
+    )
+    use_crf: bool = field(
+        default=False,
+        metadata={"help": "Add a CRF layer: trained with its log-likelihood, decoded with Viterbi (kept when reloading)."},
+    )
+    decoding: str | None = field(
+        default=None,
+        metadata={
+            "help": "Without a CRF: 'argmax' per token (default), or 'constrained' (only valid tag transitions, "
+            "e.g. no I-X after O). Settings left out come from a fine-tuned model's own config."
+        },
     )
 
 
@@ -208,6 +220,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         head_hidden_size=model_args.head_hidden_size,
         head_activation=model_args.head_activation,
         classifier_dropout=model_args.classifier_dropout,
+        use_crf=True if model_args.use_crf else None,  # None: as the saved model was
+        decoding=model_args.decoding,
+        tag_scheme=scheme,
         **hub_kwargs,
     )
     check_vocabulary(tokenizer, model.config.vocab_size, source.tokenizer)

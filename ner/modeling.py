@@ -17,6 +17,8 @@ from transformers import AutoConfig, AutoModelForTokenClassification, BertConfig
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 
+from ner.crf import CRF, allowed_transitions, constrained_decode
+
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label of sub-tokens, special tokens and padding: no loss, not scored
@@ -29,6 +31,9 @@ class NerBertConfig(BertConfig):
 
     head_layers: 1 is a single linear layer (as Hugging Face's example); 2 or more puts
     ``head_layers - 1`` hidden layers of ``head_hidden_size`` units before it (NeMo used 2).
+    use_crf: a CRF over the word-level labels, trained with its log-likelihood, decoded with Viterbi.
+    decoding: without a CRF, "argmax" per token or "constrained" (Viterbi over the tag scheme's valid
+    transitions: no I-X after O in IOB2). tag_scheme names the scheme of ``id2label``.
     """
 
     model_type = "ner_bert"
@@ -36,10 +41,15 @@ class NerBertConfig(BertConfig):
     head_layers: int = 1
     head_hidden_size: int | None = None
     head_activation: str = "gelu"
+    use_crf: bool = False
+    decoding: str = "argmax"
+    tag_scheme: str = "IOB2"
 
     def validate_head(self) -> None:
         if self.head_layers < 1:
             raise ValueError(f"head_layers must be 1 (linear) or more (MLP), got {self.head_layers}.")
+        if self.decoding not in ("argmax", "constrained"):
+            raise ValueError(f"decoding must be 'argmax' or 'constrained', got {self.decoding!r}.")
         if self.head_activation not in ACTIVATIONS:
             raise ValueError(
                 f"head_activation {self.head_activation!r} is not one of {', '.join(sorted(ACTIVATIONS))}."
@@ -48,7 +58,7 @@ class NerBertConfig(BertConfig):
     @property
     def stock_compatible(self) -> bool:
         """True when the weights are exactly those of ``BertForTokenClassification``."""
-        return self.head_layers == 1
+        return self.head_layers == 1 and not self.use_crf
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
@@ -80,7 +90,34 @@ class BertForNer(BertPreTrainedModel):
             in_features = width
         self.head = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_features, config.num_labels)
+        self.crf = None
+        if config.use_crf:
+            with torch.device("cpu"):  # from_pretrained builds the model on the meta device; the masks are data
+                allowed = allowed_transitions(self.label_list, config.tag_scheme)
+            self.crf = CRF(config.num_labels, allowed)
         self.post_init()
+
+    @property
+    def label_list(self) -> list[str]:
+        return [self.config.id2label[i] for i in range(self.config.num_labels)]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, CRF):
+            for parameter in (module.transitions, module.start_transitions, module.end_transitions):
+                nn.init.uniform_(parameter, -0.1, 0.1)
+
+    @torch.no_grad()
+    def decode(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Label ids [batch, length] at the positions in ``mask`` (the labelled sub-tokens); 0 elsewhere.
+
+        Argmax, or Viterbi under the CRF's learnt transitions, or under the scheme's valid transitions.
+        """
+        if self.crf is not None:
+            return self.crf.decode(logits, mask)
+        if self.config.decoding == "constrained":
+            return constrained_decode(logits, mask, self.label_list, self.config.tag_scheme)
+        return logits.argmax(dim=-1)
 
     def forward(
         self,
@@ -104,7 +141,9 @@ class BertForNer(BertPreTrainedModel):
         hidden = self.head(self.dropout(outputs.last_hidden_state))
         logits = self.classifier(hidden)
         loss = None
-        if labels is not None:
+        if labels is not None and self.crf is not None:
+            loss = self.crf.neg_log_likelihood(logits, labels, labels != IGNORE_INDEX)
+        elif labels is not None:
             loss = nn.functional.cross_entropy(
                 logits.view(-1, self.num_labels).float(), labels.view(-1), ignore_index=IGNORE_INDEX
             )
@@ -117,15 +156,28 @@ AutoConfig.register(NerBertConfig.model_type, NerBertConfig)
 AutoModelForTokenClassification.register(NerBertConfig, BertForNer)
 
 
+HEAD_DEFAULTS = {
+    "head_layers": 1,
+    "head_hidden_size": None,
+    "head_activation": "gelu",
+    "classifier_dropout": None,
+    "use_crf": False,
+    "decoding": "argmax",
+}
+
+
 def load_model(
     model_name_or_path: str,
     label_list: list[str],
     *,
     config_name: str | None = None,
-    head_layers: int = 1,
+    head_layers: int | None = None,
     head_hidden_size: int | None = None,
-    head_activation: str = "gelu",
+    head_activation: str | None = None,
     classifier_dropout: float | None = None,
+    use_crf: bool | None = None,
+    decoding: str | None = None,
+    tag_scheme: str = "IOB2",
     **hub_kwargs: Any,
 ) -> BertForNer:
     """A ``BertForNer`` for ``label_list`` on a pretrained BERT (Hub name or local folder).
@@ -133,6 +185,8 @@ def load_model(
     ``hub_kwargs`` (``cache_dir``, ``revision``, ``token``, ...) go to ``from_pretrained``. A model whose
     classifier was already trained on the same label set keeps its label order (read the labels back from
     ``model.config.id2label``); one trained on other labels gets a new classifier, with a warning.
+    Head settings left as None come from the model's saved config (a folder this toolkit wrote), else
+    from ``HEAD_DEFAULTS``.
     """
     base = AutoConfig.from_pretrained(config_name or model_name_or_path, **hub_kwargs)
     hub_kwargs = dict(hub_kwargs)
@@ -155,14 +209,22 @@ def load_model(
         )
         hub_kwargs["ignore_mismatched_sizes"] = True
     settings = {key: value for key, value in base.to_dict().items() if key not in ("model_type", "transformers_version")}
-    settings.update(
-        num_labels=len(label_list),
-        id2label=dict(enumerate(label_list)),
-        label2id={label: index for index, label in enumerate(label_list)},
+    requested = dict(
         head_layers=head_layers,
         head_hidden_size=head_hidden_size,
         head_activation=head_activation,
         classifier_dropout=classifier_dropout,
+        use_crf=use_crf,
+        decoding=decoding,
+    )
+    for key, default in HEAD_DEFAULTS.items():
+        saved = settings.get(key, default) if trained_labels else default
+        settings[key] = requested[key] if requested[key] is not None else saved
+    settings.update(
+        num_labels=len(label_list),
+        id2label=dict(enumerate(label_list)),
+        label2id={label: index for index, label in enumerate(label_list)},
+        tag_scheme=tag_scheme,
     )
     config = NerBertConfig(**settings)
     return BertForNer.from_pretrained(model_name_or_path, config=config, **hub_kwargs)

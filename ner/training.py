@@ -14,6 +14,7 @@ from transformers import DataCollatorForTokenClassification, Trainer, TrainingAr
 from transformers.trainer_utils import EvalPrediction, IntervalStrategy, get_last_checkpoint
 
 from ner.metrics import entity_scores
+from ner.modeling import IGNORE_INDEX
 from ner.predict import word_tags
 
 logger = logging.getLogger(__name__)
@@ -109,11 +110,21 @@ class WordLevelMetrics:
         return entity_scores(self.gold, self.predicted, self.scheme)
 
 
-def argmax_logits(logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
-    """Keep only label ids on the device, not the logits (``preprocess_logits_for_metrics``)."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.argmax(dim=-1)
+class LabelDecoder:
+    """``preprocess_logits_for_metrics``: decode label ids on the device and keep only those, not the logits.
+
+    Decodes over the labelled sub-tokens (the positions a word's label is read from), with the model's own
+    decoding: argmax, constrained Viterbi, or the CRF.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        decode = getattr(self.model, "decode", None)
+        return decode(logits, labels != IGNORE_INDEX) if decode else logits.argmax(dim=-1)
 
 
 def build_trainer(
@@ -133,7 +144,7 @@ def build_trainer(
         processing_class=tokenizer,
         data_collator=collator,
         compute_metrics=eval_metrics,
-        preprocess_logits_for_metrics=argmax_logits,
+        preprocess_logits_for_metrics=LabelDecoder(model),
     )
 
 

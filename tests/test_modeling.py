@@ -86,3 +86,63 @@ def test_non_bert_models_are_refused(tmp_path):
     GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="is a 'gpt2' model; this toolkit fine-tunes BERT-family"):
         load_model(str(tmp_path), LABELS)
+
+
+def crf_config(**extra) -> NerBertConfig:
+    config = tiny_config(use_crf=True, **extra)
+    config.id2label = dict(enumerate(LABELS))
+    config.label2id = {label: i for i, label in enumerate(LABELS)}
+    return config
+
+
+def test_crf_model_trains_on_its_likelihood_and_round_trips(tmp_path):
+    model = BertForNer(crf_config()).eval()
+    ids = torch.randint(0, 40, (2, 6))
+    labels = torch.tensor([[IGNORE_INDEX, 1, 2, IGNORE_INDEX, 0, IGNORE_INDEX], [IGNORE_INDEX, 0, 1, 2, 0, IGNORE_INDEX]])
+    output = model(ids, labels=labels)
+    assert torch.allclose(output.loss, model.crf.neg_log_likelihood(output.logits, labels, labels != IGNORE_INDEX))
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "ner_bert"
+    loaded = AutoModelForTokenClassification.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.crf.transitions, model.crf.transitions)
+    mask = labels != IGNORE_INDEX
+    assert torch.equal(loaded.decode(output.logits, mask), model.crf.decode(output.logits, mask))
+
+
+def test_crf_forbids_invalid_transitions_in_iob2():
+    model = BertForNer(crf_config()).eval()
+    logits = torch.zeros(1, 3, 3)
+    logits[0, :, 2] = 5.0  # I-PER everywhere would win an argmax
+    decoded = model.decode(logits, torch.ones(1, 3, dtype=torch.bool))[0].tolist()
+    assert decoded[0] != 2  # no I-PER at the start
+
+
+@pytest.mark.parametrize("use_crf", [False, True])
+def test_constrained_or_crf_decoding_never_opens_with_i(use_crf):
+    config = crf_config() if use_crf else tiny_config(decoding="constrained")
+    config.id2label, config.label2id = dict(enumerate(LABELS)), {label: i for i, label in enumerate(LABELS)}
+    config.use_crf = use_crf
+    model = BertForNer(config).eval()
+    logits = torch.randn(16, 12, 3) * 4
+    decoded = model.decode(logits, torch.ones(16, 12, dtype=torch.bool))
+    for row in decoded.tolist():
+        tags = [LABELS[i] for i in row]
+        assert all(not (t == "I-PER" and (i == 0 or tags[i - 1] == "O")) for i, t in enumerate(tags))
+    if not use_crf:
+        assert not torch.equal(decoded, logits.argmax(-1))  # random logits do break the scheme somewhere
+
+
+def test_saved_head_settings_are_kept_when_only_predicting(tiny_bert, tmp_path):
+    trained = load_model(str(tiny_bert), LABELS, head_layers=2, use_crf=True)
+    trained.save_pretrained(tmp_path)
+    again = load_model(str(tmp_path), LABELS)
+    assert again.config.head_layers == 2 and again.config.use_crf
+    assert torch.equal(again.crf.transitions, trained.crf.transitions)
+    assert load_model(str(tmp_path), LABELS, decoding="constrained").config.decoding == "constrained"
+
+
+def test_crf_masks_survive_from_pretrained(tiny_bert):
+    from ner.crf import allowed_transitions
+
+    model = load_model(str(tiny_bert), LABELS, use_crf=True)
+    assert model.crf.allowed == [t.tolist() for t in allowed_transitions(LABELS, "IOB2")]

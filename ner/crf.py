@@ -1,0 +1,257 @@
+"""A linear-chain CRF, Viterbi decoding, and the transitions each tag scheme allows.
+
+Used two ways: ``constrained_decode`` runs Viterbi over a plain classifier's logits with the scheme's
+invalid transitions forbidden (no ``I-PER`` after ``O`` in IOB2), and ``CRF`` learns transition
+scores and trains with the negative log-likelihood.
+
+Masks may have holes: the caller keeps only the first sub-token of each word, so the kept positions
+are scattered. Every function here reads the kept positions in order as one contiguous sequence
+(they are packed to the front, decoded, and scattered back); positions that are not kept are skipped
+entirely and come back as 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ner.schemes import OUTSIDE, SCHEME_PREFIXES, split_tag
+
+logger = logging.getLogger(__name__)
+
+# Score of a forbidden transition while training: finite so that logsumexp and its gradient stay
+# free of NaN, and large enough that exp() of it is 0 in float32. Decoding uses -inf instead.
+FORBIDDEN_SCORE = -10000.0
+
+
+@dataclass(frozen=True)
+class SchemeRules:
+    """One scheme's grammar, as prefix sets (``O`` is in none of them).
+
+    continues: prefixes that carry on the previous tag's entity, so they may only follow a tag with a
+        prefix in ``extendable`` and the same type, and may not open a sentence.
+    extendable: prefixes of a tag that an entity can be carried on from.
+    must_continue: prefixes of a tag that leaves its entity open, so the next tag must be in
+        ``continues`` with the same type, and the sentence may not end on it.
+    """
+
+    continues: frozenset[str]
+    extendable: frozenset[str]
+    must_continue: frozenset[str]
+
+
+SCHEME_RULES: dict[str, SchemeRules] = {
+    "IOB2": SchemeRules(continues=frozenset("I"), extendable=frozenset("BI"), must_continue=frozenset()),
+    "IOBES": SchemeRules(continues=frozenset("IE"), extendable=frozenset("BI"), must_continue=frozenset("BI")),
+    "BILOU": SchemeRules(continues=frozenset("IL"), extendable=frozenset("BI"), must_continue=frozenset("BI")),
+}
+
+
+def allowed_transitions(label_list: list[str], scheme: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``(transitions[C, C], start[C], end[C])`` boolean tables, True where the scheme allows it.
+
+    ``transitions[i, j]`` is whether label ``j`` may directly follow label ``i``; ``start``/``end`` whether
+    a sentence may open/close with that label.
+    """
+    if scheme not in SCHEME_RULES:
+        raise ValueError(
+            f"No transition rules for scheme {scheme!r}; use one of {', '.join(SCHEME_RULES)} "
+            "(IOB1 tags are converted to IOB2 when read)."
+        )
+    rules = SCHEME_RULES[scheme]
+    known = set(SCHEME_PREFIXES[scheme]) | {OUTSIDE}
+    tags = [split_tag(label) for label in label_list]
+    for label, (prefix, _) in zip(label_list, tags):
+        if prefix not in known:
+            raise ValueError(
+                f"Label {label!r} does not belong to scheme {scheme}, whose prefixes are "
+                f"{', '.join(SCHEME_PREFIXES[scheme])} (plus 'O'); pass the scheme the labels use."
+            )
+
+    def may_follow(previous: tuple[str, str], current: tuple[str, str]) -> bool:
+        same_type = previous[0] != OUTSIDE and previous[1] == current[1]
+        if current[0] in rules.continues and not (previous[0] in rules.extendable and same_type):
+            return False
+        if previous[0] in rules.must_continue and not (current[0] in rules.continues and same_type):
+            return False
+        return True
+
+    transitions = torch.tensor([[may_follow(p, c) for c in tags] for p in tags], dtype=torch.bool)
+    start = torch.tensor([prefix not in rules.continues for prefix, _ in tags], dtype=torch.bool)
+    end = torch.tensor([prefix not in rules.must_continue for prefix, _ in tags], dtype=torch.bool)
+    return transitions.reshape(len(tags), len(tags)), start, end
+
+
+def _working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp16/bf16 go up to float32 (sums over a sentence lose too much in half precision)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _pack(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(order[B, T], packed_mask[B, T], lengths[B])``: ``order`` lists each row's kept positions
+    first, in their original order, then the others; ``packed_mask`` is the prefix mask of the result."""
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+    lengths = mask.sum(dim=1)
+    packed_mask = torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]
+    return order, packed_mask, lengths
+
+
+def _check_shapes(emissions: Tensor, mask: Tensor, num_labels: int) -> None:
+    if emissions.dim() != 3 or emissions.shape[2] != num_labels:
+        raise ValueError(f"emissions must be [batch, time, {num_labels}], got {list(emissions.shape)}.")
+    if mask.shape != emissions.shape[:2]:
+        raise ValueError(f"mask must be [batch, time] = {list(emissions.shape[:2])}, got {list(mask.shape)}.")
+
+
+def viterbi_decode(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:
+    """Best label path per sequence over the kept (``mask`` True) positions; 0 elsewhere.
+
+    The score of a path is ``start[y1] + sum emissions[t, yt] + sum transitions[y(t-1), yt] + end[yn]``
+    over the kept positions, read in order as if contiguous. Scores may be ``-inf`` (forbidden).
+    """
+    _check_shapes(emissions, mask, transitions.shape[0])
+    batch, length, num_labels = emissions.shape
+    mask = mask.to(device=emissions.device, dtype=torch.bool)
+    if length == 0:
+        return torch.zeros(batch, 0, dtype=torch.long, device=emissions.device)
+    dtype = _working_dtype(emissions.dtype)
+    transitions, start, end = (x.to(device=emissions.device, dtype=dtype) for x in (transitions, start, end))
+    order, packed_mask, lengths = _pack(mask)
+    packed = emissions.to(dtype).gather(1, order[:, :, None].expand(-1, -1, num_labels))
+
+    score = start[None, :] + packed[:, 0]  # [B, C]: best score of a path ending in each label
+    backpointers = []
+    for t in range(1, length):
+        candidates = score[:, :, None] + transitions[None, :, :]  # [B, previous, current]
+        best, previous = candidates.max(dim=1)
+        backpointers.append(previous)
+        score = torch.where(packed_mask[:, t, None], best + packed[:, t], score)
+    label = (score + end[None, :]).argmax(dim=1)  # the label at each row's last kept position
+
+    path = torch.zeros(batch, length, dtype=torch.long, device=emissions.device)
+    for t in range(length - 1, -1, -1):
+        inside = t < lengths
+        path[:, t] = torch.where(inside, label, 0)
+        if t > 0:
+            label = torch.where(inside, backpointers[t - 1].gather(1, label[:, None]).squeeze(1), label)
+    return torch.zeros_like(path).scatter_(1, order, path)
+
+
+def _constraint_scores(allowed: tuple[Tensor, Tensor, Tensor], forbidden: float, device, dtype) -> list[Tensor]:
+    """0 where allowed, ``forbidden`` where not."""
+    return [torch.zeros(a.shape, device=device, dtype=dtype).masked_fill(~a.to(device), forbidden) for a in allowed]
+
+
+def constrained_decode(logits: Tensor, mask: Tensor, label_list: list[str], scheme: str) -> Tensor:
+    """The best-scoring path that the scheme allows (constrained decoding without a CRF).
+
+    Transitions cost nothing, so where the per-position argmax is already a valid sequence it is the result.
+    """
+    allowed = allowed_transitions(label_list, scheme)
+    scores = _constraint_scores(allowed, float("-inf"), logits.device, _working_dtype(logits.dtype))
+    return viterbi_decode(logits, mask, *scores)
+
+
+class CRF(nn.Module):
+    """Linear-chain CRF over ``num_labels`` labels with learnable transition, start and end scores.
+
+    ``allowed``, as returned by ``allowed_transitions``, fixes forbidden transitions to a large negative
+    score; they get no gradient and are never decoded.
+    """
+
+    def __init__(self, num_labels: int, allowed: tuple[Tensor, Tensor, Tensor] | None = None) -> None:
+        super().__init__()
+        self.num_labels = num_labels
+        self.transitions = nn.Parameter(torch.empty(num_labels, num_labels).uniform_(-0.1, 0.1))
+        self.start_transitions = nn.Parameter(torch.empty(num_labels).uniform_(-0.1, 0.1))
+        self.end_transitions = nn.Parameter(torch.empty(num_labels).uniform_(-0.1, 0.1))
+        if allowed is None:
+            allowed = (
+                torch.ones(num_labels, num_labels, dtype=torch.bool),
+                torch.ones(num_labels, dtype=torch.bool),
+                torch.ones(num_labels, dtype=torch.bool),
+            )
+        shapes = [tuple(a.shape) for a in allowed]
+        if shapes != [(num_labels, num_labels), (num_labels,), (num_labels,)]:
+            raise ValueError(
+                f"allowed must be (transitions[{num_labels}, {num_labels}], start[{num_labels}], end[{num_labels}]) "
+                f"as returned by allowed_transitions(label_list, scheme), got shapes {shapes}."
+            )
+        # Plain lists, not buffers: the masks derive from the label list and scheme (the model's config), and
+        # transformers materialises missing buffers of a model built on the meta device as garbage.
+        self.allowed = [a.to(torch.bool).tolist() for a in allowed]
+
+    def extra_repr(self) -> str:
+        return f"num_labels={self.num_labels}"
+
+    def scores(self, forbidden: float = FORBIDDEN_SCORE, dtype: torch.dtype = torch.float32) -> list[Tensor]:
+        """``[transitions, start, end]`` with forbidden entries replaced by ``forbidden``."""
+        params = [self.transitions, self.start_transitions, self.end_transitions]
+        return [
+            param.to(dtype).masked_fill(~torch.tensor(allowed, dtype=torch.bool, device=param.device), forbidden)
+            for param, allowed in zip(params, self.allowed)
+        ]
+
+    def neg_log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor, reduction: str = "mean") -> Tensor:
+        """``-log p(tags | emissions)`` over the kept positions, by the forward algorithm in log space.
+
+        reduction: ``"none"`` (one value per sequence), ``"sum"``, or ``"mean"`` (over the sequences that
+        have at least one kept position; a sequence with none contributes 0). Tags where ``mask`` is False
+        are ignored (they may be -100).
+        """
+        if reduction not in ("none", "sum", "mean"):
+            raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}.")
+        _check_shapes(emissions, mask, self.num_labels)
+        if tags.shape != mask.shape:
+            raise ValueError(f"tags must be [batch, time] = {list(mask.shape)}, got {list(tags.shape)}.")
+        batch, length, num_labels = emissions.shape
+        mask = mask.to(device=emissions.device, dtype=torch.bool)
+        if length == 0:
+            nll = emissions.new_zeros(batch, dtype=_working_dtype(emissions.dtype))
+            return nll if reduction == "none" else nll.sum()
+        tags = tags.to(emissions.device)
+        kept_tags = tags[mask]
+        if kept_tags.numel() and (kept_tags.min() < 0 or kept_tags.max() >= num_labels):
+            raise ValueError(
+                f"tags at kept (mask True) positions must be label ids in [0, {num_labels}); found "
+                f"{kept_tags.min().item()}..{kept_tags.max().item()}. Set mask False where the label is -100."
+            )
+        dtype = _working_dtype(emissions.dtype)
+        transitions, start, end = self.scores(FORBIDDEN_SCORE, dtype)
+        order, packed_mask, lengths = _pack(mask)
+        # Zero the padding so that large or non-finite values there cannot leak NaN into the gradient.
+        packed = emissions.to(dtype).gather(1, order[:, :, None].expand(-1, -1, num_labels))
+        packed = packed.masked_fill(~packed_mask[:, :, None], 0.0)
+        packed_tags = tags.gather(1, order).masked_fill(~packed_mask, 0)
+
+        # Score of the gold path.
+        emitted = packed.gather(2, packed_tags[:, :, None]).squeeze(2) * packed_mask
+        moved = transitions[packed_tags[:, :-1], packed_tags[:, 1:]] * packed_mask[:, 1:]
+        last = packed_tags.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
+        gold = start[packed_tags[:, 0]] + emitted.sum(1) + moved.sum(1) + end[last]
+
+        # log Z: the forward algorithm.
+        alpha = start[None, :] + packed[:, 0]
+        for t in range(1, length):
+            step = torch.logsumexp(alpha[:, :, None] + transitions[None, :, :], dim=1) + packed[:, t]
+            alpha = torch.where(packed_mask[:, t, None], step, alpha)
+        log_partition = torch.logsumexp(alpha + end[None, :], dim=1)
+
+        nll = torch.where(lengths > 0, log_partition - gold, torch.zeros_like(gold))
+        if reduction == "none":
+            return nll
+        if reduction == "sum":
+            return nll.sum()
+        return nll.sum() / (lengths > 0).sum().clamp(min=1)
+
+    def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor, reduction: str = "mean") -> Tensor:
+        """The loss: ``neg_log_likelihood``."""
+        return self.neg_log_likelihood(emissions, tags, mask, reduction)
+
+    @torch.no_grad()
+    def decode(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        """Best path per sequence (LongTensor[B, T], 0 where ``mask`` is False); never a forbidden transition."""
+        return viterbi_decode(emissions, mask, *self.scores(float("-inf"), _working_dtype(emissions.dtype)))
