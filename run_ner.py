@@ -23,7 +23,7 @@ from transformers import HfArgumentParser, set_seed
 from ner.alignment import require_fast_tokenizer, tokenize_splits
 from ner.loading import check_vocabulary, load_tokenizer, prepare_model_source
 from ner.modeling import load_model
-from ner.predict import write_predictions
+from ner.publishing import finish_output_dir, write_split_outputs
 from ner.schemes import prepare_tags
 from ner.training import NerTrainingArguments, WordLevelMetrics, build_trainer, evaluate_split, resolve_checkpoint
 
@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     def metrics_for(split: str) -> WordLevelMetrics:
         return WordLevelMetrics(tokenized[split]["word_positions"], raw[split]["tags"], id2label, scheme)
 
+    push = training_args.push_to_hub  # pushed once at the end, with the model card (not the Trainer's pushes)
+    training_args.push_to_hub = False
     trainer = build_trainer(
         model,
         training_args,
@@ -256,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         eval_metrics=metrics_for("validation") if "validation" in tokenized else None,
     )
     results: dict[str, float] = {}
+    plots: list[str] = []
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
@@ -274,10 +277,36 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics(prefix, metrics)
         results.update(metrics)
         if trainer.is_world_process_zero():
-            path = os.path.join(training_args.output_dir, f"{prefix}_predictions.txt")
-            write_predictions(path, raw[split]["words"], raw[split]["tags"], predicted, raw[split]["doc_start"])
-            logger.info("%s F1 %.4f; predictions in %s", prefix, metrics[f"{prefix}_f1"], path)
+            plots += write_split_outputs(
+                training_args.output_dir,
+                prefix,
+                words=raw[split]["words"],
+                gold=raw[split]["tags"],
+                predicted=predicted,
+                doc_start=raw[split]["doc_start"],
+                scheme=scheme,
+                metrics=metrics,
+            )
     if trainer.is_world_process_zero():
+        finish_output_dir(
+            training_args.output_dir,
+            training_args=training_args,
+            log_history=trainer.state.log_history,
+            base_model=model_args.model_name_or_path,
+            datasets=[data_args.dataset_name] if data_args.dataset_name else list(files.values()),
+            label_list=label_list,
+            scheme=scheme,
+            results=results,
+            plots=plots,
+            extra_hyperparameters={
+                "max_seq_length": max_seq_length,
+                "label_all_tokens": data_args.label_all_tokens,
+                "head_layers": model.config.head_layers,
+                "use_crf": model.config.use_crf,
+                "decoding": model.config.decoding,
+            },
+            push=push,
+        )
         scores = ", ".join(f"{name} F1 {results[f'{prefix}_f1']:.4f}" for name, prefix in (("dev", "eval"), ("test", "predict")) if f"{prefix}_f1" in results)
         logger.info("Done%s. Outputs in %s", f": {scores}" if scores else "", os.path.abspath(training_args.output_dir))
     return results

@@ -1,0 +1,88 @@
+"""Everything written into the output folder after scoring: predictions, reports, plots, model card, push.
+
+Called on the main process only. Keeps ``run_ner.main`` to glue: it hands over what it has.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ner.hub import push_output_dir, write_training_args_json
+from ner.model_card import write_model_card
+from ner.plots import plot_confusion, plot_training_curves, plot_type_f1
+from ner.predict import write_predictions
+from ner.reports import entity_confusion, write_split_report
+
+logger = logging.getLogger(__name__)
+
+HYPERPARAMETERS = (
+    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "warmup_steps", "weight_decay", "lr_scheduler_type", "optim", "seed", "fp16", "bf16",
+)
+
+
+def write_split_outputs(
+    output_dir: str | os.PathLike,
+    prefix: str,
+    *,
+    words: Sequence[Sequence[str]],
+    gold: Sequence[Sequence[str]],
+    predicted: Sequence[Sequence[str]],
+    doc_start: Sequence[bool],
+    scheme: str,
+    metrics: dict[str, float],
+) -> list[str]:
+    """``{prefix}_predictions.txt``, ``{prefix}_report.md/.json`` and two plots; returns the plot file names."""
+    output_dir = Path(output_dir)
+    write_predictions(output_dir / f"{prefix}_predictions.txt", words, gold, predicted, doc_start)
+    write_split_report(output_dir, prefix, words, gold, predicted, scheme, metrics)
+    confusion = plot_confusion(entity_confusion(list(gold), list(predicted), scheme), output_dir / f"{prefix}_confusion.png")
+    bars = plot_type_f1(metrics, prefix, output_dir / f"{prefix}_type_f1.png")
+    return [confusion.name, bars.name]
+
+
+def finish_output_dir(
+    output_dir: str | os.PathLike,
+    *,
+    training_args: Any,
+    log_history: list[dict[str, Any]],
+    base_model: str,
+    datasets: list[str],
+    label_list: list[str],
+    scheme: str,
+    results: dict[str, float],
+    plots: list[str],
+    extra_hyperparameters: dict[str, Any],
+    push: bool,
+) -> None:
+    """Training curves, ``training_args.json``, the model card; then the push when asked for."""
+    curves = plot_training_curves(log_history, Path(output_dir) / "training_curves.png")
+    plots = plots + ([curves.name] if curves else [])
+    write_training_args_json(training_args, output_dir)
+    hyperparameters = {key: getattr(training_args, key) for key in HYPERPARAMETERS}
+    hyperparameters.update(extra_hyperparameters)
+    card = write_model_card(
+        output_dir,
+        base_model=base_model,
+        datasets=datasets,
+        label_list=label_list,
+        scheme=scheme,
+        hyperparameters=hyperparameters,
+        results=results,
+        plots=plots,
+        model_name=training_args.hub_model_id,
+    )
+    logger.info("Model card in %s", card)
+    if push:
+        url = push_output_dir(
+            output_dir,
+            training_args.hub_model_id or Path(output_dir).resolve().name,
+            token=training_args.hub_token,
+            private=training_args.hub_private_repo,
+            revision=training_args.hub_revision,
+        )
+        logger.info("Pushed to %s", url)

@@ -1,0 +1,267 @@
+"""Per-split error reports: per-type scores, an entity-type confusion table, mistakes shown in context.
+
+``write_split_report`` writes ``{prefix}_report.md`` (for people) and ``{prefix}_report.json`` (the same
+data for programs) from the word-level gold and predicted tags that ``run_ner.py`` already has.
+Entities are read exactly as the scores are computed: seqeval's strict extraction with the scheme's
+own class, so the confusion table and the F1 never disagree about what an entity is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ner.files import atomic_writer
+
+MISSED = "missed"  # column: a gold entity with no predicted entity on the same span
+SPURIOUS = "spurious"  # row: a predicted entity with no gold entity on the same span
+SCORE_NAMES = ("precision", "recall", "f1", "number")
+TOP_CONFUSIONS = 10
+MAX_MISTAKES = 10
+
+Span = tuple[int, int, str]  # (start word, end word exclusive, entity type)
+
+
+def sentence_entities(sentences: Sequence[Sequence[str]], scheme: str) -> list[list[Span]]:
+    """Every sentence's entities as ``(start, end, type)``, read strictly under ``scheme``.
+
+    This is seqeval's strict extraction, the one ``ner.metrics.entity_scores`` scores with: in IOB2 an
+    entity opened by ``I-`` is not an entity, in IOBES/BILOU an unclosed one is not either.
+    """
+    from seqeval.scheme import Entities
+
+    from ner.schemes import seqeval_scheme
+
+    extracted = Entities([list(tags) for tags in sentences], seqeval_scheme(scheme))
+    return [[(entity.start, entity.end, entity.tag) for entity in entities] for entities in extracted.entities]
+
+
+def _check_parallel(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], words=None) -> None:
+    if len(gold) != len(predicted) or any(len(g) != len(p) for g, p in zip(gold, predicted)):
+        raise ValueError("gold and predicted tags must have the same sentences and lengths")
+    if words is not None and (len(words) != len(gold) or any(len(w) != len(g) for w, g in zip(words, gold))):
+        raise ValueError("words and tags must have the same sentences and lengths")
+
+
+def entity_confusion(gold: list[list[str]], predicted: list[list[str]], scheme: str) -> dict[str, dict[str, int]]:
+    """Entity-level confusion by type: ``confusion[gold_type][predicted_type]`` counts entities.
+
+    A gold entity is matched only by a predicted entity on exactly the same words: same type counts
+    on the diagonal, another type off it. A gold entity with no predicted entity on its span counts
+    in column ``"missed"``; a predicted entity on no gold span counts in row ``"spurious"``. A
+    boundary error (a prediction that overlaps a gold entity but starts or ends elsewhere) is
+    therefore one missed plus one spurious, as strict F1 scores it (one false negative, one false
+    positive).
+
+    Rows are the sorted types seen in gold or predictions, then ``"spurious"``; columns are the same
+    types, then ``"missed"``. Every cell is present (zero when empty) except ``spurious``/``missed``,
+    which means nothing.
+    """
+    _check_parallel(gold, predicted)
+    return _confusion(sentence_entities(gold, scheme), sentence_entities(predicted, scheme))
+
+
+def _confusion(gold_entities: list[list[Span]], predicted_entities: list[list[Span]]) -> dict[str, dict[str, int]]:
+    types = sorted({t for sentence in gold_entities + predicted_entities for _, _, t in sentence})
+    confusion = {row: {column: 0 for column in types + [MISSED]} for row in types}
+    confusion[SPURIOUS] = {column: 0 for column in types}
+    for gold_spans, predicted_spans in zip(gold_entities, predicted_entities):
+        predicted_by_span = {(start, end): t for start, end, t in predicted_spans}
+        gold_by_span = {(start, end): t for start, end, t in gold_spans}
+        for span, gold_type in gold_by_span.items():
+            confusion[gold_type][predicted_by_span.get(span, MISSED)] += 1
+        for span, predicted_type in predicted_by_span.items():
+            if span not in gold_by_span:
+                confusion[SPURIOUS][predicted_type] += 1
+    return confusion
+
+
+def top_confusions(confusion: dict[str, dict[str, int]], limit: int = TOP_CONFUSIONS) -> list[dict[str, Any]]:
+    """The largest off-diagonal cells (wrong type, missed, spurious), largest first."""
+    cells = [
+        {"gold": row, "predicted": column, "count": count}
+        for row, columns in confusion.items()
+        for column, count in columns.items()
+        if count and row != column
+    ]
+    cells.sort(key=lambda cell: (-cell["count"], cell["gold"], cell["predicted"]))
+    return cells[:limit]
+
+
+def overall_scores(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """``{prefix}_precision``, ``_recall``, ``_f1``, ``_accuracy`` and ``_number`` (as ``support``), those present."""
+    names = {"precision": "precision", "recall": "recall", "f1": "f1", "accuracy": "accuracy", "number": "support"}
+    return {out: metrics[f"{prefix}_{name}"] for name, out in names.items() if f"{prefix}_{name}" in metrics}
+
+
+def per_type_scores(metrics: dict[str, float], prefix: str) -> dict[str, dict[str, float]]:
+    """Per-type scores from a flat metrics dict: ``{prefix}_PER_f1`` -> ``{"PER": {"f1": ...}}``.
+
+    A type is any middle part for which ``{prefix}_{TYPE}_number`` exists (types may contain ``_``);
+    ``number`` is returned as ``support``, the count of gold entities.
+    """
+    head = f"{prefix}_"
+    types = sorted(
+        key[len(head) : -len("_number")]
+        for key in metrics
+        if key.startswith(head) and key.endswith("_number") and len(key) > len(head) + len("_number")
+    )
+    table: dict[str, dict[str, float]] = {}
+    for entity_type in types:
+        row = {}
+        for name in SCORE_NAMES:
+            value = metrics.get(f"{head}{entity_type}_{name}")
+            if value is not None:
+                row["support" if name == "number" else name] = int(value) if name == "number" else float(value)
+        table[entity_type] = row
+    return table
+
+
+def mark_entities(words: Sequence[str], spans: Sequence[Span]) -> str:
+    """The sentence with each entity bracketed: ``[PER Maria Lopez] visited [LOC Paris] .``"""
+    starts = {start: (end, entity_type) for start, end, entity_type in spans}
+    pieces, position = [], 0
+    while position < len(words):
+        if position in starts:
+            end, entity_type = starts[position]
+            pieces.append(f"[{entity_type} {' '.join(words[position:end])}]")
+            position = end
+        else:
+            pieces.append(words[position])
+            position += 1
+    return " ".join(pieces)
+
+
+def _describe(words: Sequence[str], spans: Sequence[Span]) -> list[dict[str, Any]]:
+    return [{"type": t, "start": start, "end": end, "text": " ".join(words[start:end])} for start, end, t in spans]
+
+
+def find_mistakes(
+    words: Sequence[Sequence[str]],
+    gold_entities: list[list[Span]],
+    predicted_entities: list[list[Span]],
+    limit: int = MAX_MISTAKES,
+) -> tuple[int, list[dict[str, Any]]]:
+    """(number of sentences whose entities differ, the first ``limit`` of them in file order, marked up)."""
+    wrong, shown = 0, []
+    for index, (sentence, gold_spans, predicted_spans) in enumerate(zip(words, gold_entities, predicted_entities)):
+        if set(gold_spans) == set(predicted_spans):
+            continue
+        wrong += 1
+        if len(shown) < limit:
+            shown.append(
+                {
+                    "index": index,
+                    "gold": mark_entities(sentence, gold_spans),
+                    "predicted": mark_entities(sentence, predicted_spans),
+                    "gold_entities": _describe(sentence, gold_spans),
+                    "predicted_entities": _describe(sentence, predicted_spans),
+                }
+            )
+    return wrong, shown
+
+
+def split_report(words, gold, predicted, scheme: str, metrics: dict[str, float], prefix: str) -> dict[str, Any]:
+    """Everything ``write_split_report`` writes, as one JSON-ready dict."""
+    _check_parallel(gold, predicted, words)
+    gold_entities = sentence_entities(gold, scheme)
+    predicted_entities = sentence_entities(predicted, scheme)
+    confusion = _confusion(gold_entities, predicted_entities)
+    wrong, mistakes = find_mistakes(words, gold_entities, predicted_entities)
+    return {
+        "prefix": prefix,
+        "scheme": scheme,
+        "sentences": len(gold),
+        "sentences_with_errors": wrong,
+        "overall": overall_scores(metrics, prefix),
+        "per_type": per_type_scores(metrics, prefix),
+        "confusion": confusion,
+        "top_confusions": top_confusions(confusion),
+        "mistakes": mistakes,
+    }
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def scores_table(overall: dict[str, float], per_type: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown table rows: one per type, then the micro average; scores to 4 decimals."""
+    lines = ["| type | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
+
+    def row(name: str, scores: dict[str, float]) -> str:
+        values = [f"{scores[key]:.4f}" if key in scores else "" for key in ("precision", "recall", "f1")]
+        support = str(int(scores["support"])) if "support" in scores else ""
+        return f"| {_cell(name)} | " + " | ".join(values + [support]) + " |"
+
+    lines += [row(entity_type, scores) for entity_type, scores in per_type.items()]
+    if overall:
+        lines.append(row("**overall (micro)**", overall))
+    return lines
+
+
+def _fence(texts: Sequence[str]) -> str:
+    longest = max((len(run) for text in texts for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    split = {"eval": "validation (dev)", "predict": "test"}.get(report["prefix"], report["prefix"])
+    lines = [f"# Entity report: {split}", ""]
+    overall = report["overall"]
+    summary = f"{report['sentences']} sentences, scheme {report['scheme']} (strict entity matching)"
+    if "accuracy" in overall:
+        summary += f"; token accuracy {overall['accuracy']:.4f}"
+    lines += [summary + ".", "", "## Scores by entity type", ""]
+    lines += scores_table(overall, report["per_type"])
+    lines += ["", "## Top confusions", ""]
+    lines.append(
+        f"Rows are gold types, columns predicted types; `{MISSED}` = a gold entity with no prediction on its exact "
+        f"span, `{SPURIOUS}` = a prediction on no gold span (a boundary error counts once in each)."
+    )
+    lines.append("")
+    if report["top_confusions"]:
+        lines += ["| gold | predicted | count |", "| --- | --- | ---: |"]
+        lines += [f"| {_cell(c['gold'])} | {_cell(c['predicted'])} | {c['count']} |" for c in report["top_confusions"]]
+    else:
+        lines.append("No confusions: every entity was found with the right span and type.")
+    lines += ["", "## Mistakes in context", ""]
+    shown = report["mistakes"]
+    lines.append(
+        f"{report['sentences_with_errors']} of {report['sentences']} sentences have an entity error; "
+        f"the first {len(shown)} (sentence numbers count from 0 in file order):"
+    )
+    for mistake in shown:
+        fence = _fence([mistake["gold"], mistake["predicted"]])
+        lines += ["", f"Sentence {mistake['index']}:", "", fence + "text"]
+        lines += [f"gold:      {mistake['gold']}", f"predicted: {mistake['predicted']}", fence]
+    return "\n".join(lines) + "\n"
+
+
+def write_split_report(
+    output_dir: str | os.PathLike,
+    prefix: str,
+    words: Sequence[Sequence[str]],
+    gold: Sequence[Sequence[str]],
+    predicted: Sequence[Sequence[str]],
+    scheme: str,
+    metrics: dict[str, float],
+) -> tuple[Path, Path]:
+    """Write ``{prefix}_report.md`` and ``{prefix}_report.json`` into ``output_dir``; return both paths.
+
+    ``prefix`` is the metrics prefix (``eval`` for the dev set, ``predict`` for the test set) and
+    ``metrics`` the dict ``evaluate_split`` returned, keys such as ``eval_f1`` and ``eval_PER_f1``.
+    """
+    report = split_report(words, gold, predicted, scheme, metrics, prefix)
+    folder = Path(output_dir)
+    markdown_path, json_path = folder / f"{prefix}_report.md", folder / f"{prefix}_report.json"
+    with atomic_writer(markdown_path) as out:
+        out.write(report_markdown(report))
+    with atomic_writer(json_path) as out:
+        json.dump(report, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    return markdown_path, json_path
