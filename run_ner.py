@@ -96,7 +96,10 @@ class DataArguments:
     )
     max_seq_length: int | None = field(
         default=None,
-        metadata={"help": "Most sub-tokens per sentence, [CLS]/[SEP] included (default: the model's limit, at most 512)."},
+        metadata={
+            "help": "Most sub-tokens per example, [CLS]/[SEP] included (default: the model's limit, at most 512); "
+            "longer sentences become overlapping windows, nothing is truncated."
+        },
     )
     label_all_tokens: bool = field(
         default=False, metadata={"help": "Train on every sub-token of a word (B- becomes I- after the first), not just the first."}
@@ -104,7 +107,17 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training sentences."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation sentences."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test sentences."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
+    stride: int | None = field(
+        default=None,
+        metadata={"help": "Sub-tokens shared by neighbouring windows of a sentence longer than max_seq_length (default: a quarter of it)."},
+    )
+    context_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sub-tokens of neighbouring sentences of the same -DOCSTART- document shown on each side of a sentence "
+            "(not labelled; 0 = off, the default; a fine-tuned model keeps its own)."
+        },
+    )
     data_cache_dir: str | None = field(
         default=None, metadata={"help": "Arrow cache of parsed CoNLL files (default: the datasets cache)."}
     )
@@ -223,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         use_crf=True if model_args.use_crf else None,  # None: as the saved model was
         decoding=model_args.decoding,
         tag_scheme=scheme,
+        context_size=data_args.context_size,
         **hub_kwargs,
     )
     check_vocabulary(tokenizer, model.config.vocab_size, source.tokenizer)
@@ -239,13 +253,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             tokenizer=tokenizer,
             label_list=label_list,
             max_seq_length=max_seq_length,
+            stride=data_args.stride,
+            context_size=model.config.context_size,
             label_all_tokens=data_args.label_all_tokens,
             files=files,
-            num_proc=data_args.preprocessing_num_workers,
         )
 
     def metrics_for(split: str) -> WordLevelMetrics:
-        return WordLevelMetrics(tokenized[split]["word_positions"], raw[split]["tags"], id2label, scheme)
+        return WordLevelMetrics(tokenized[split], raw[split]["tags"], id2label, scheme)
 
     push = training_args.push_to_hub  # pushed once at the end, with the model card (not the Trainer's pushes)
     training_args.push_to_hub = False
@@ -304,6 +319,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 "head_layers": model.config.head_layers,
                 "use_crf": model.config.use_crf,
                 "decoding": model.config.decoding,
+                "context_size": model.config.context_size,
             },
             push=push,
         )

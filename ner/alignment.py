@@ -1,22 +1,37 @@
-"""Word-level tags -> sub-token labels, with ``word_ids()`` from a fast tokenizer.
+"""Sentences -> model inputs: sub-token labels, sliding windows, and document context.
 
-The first sub-token of each word carries the word's label; the others get ``IGNORE_INDEX`` (or,
-with ``label_all_tokens``, the word's label with ``B-`` turned into ``I-``). Special tokens and
-padding always get ``IGNORE_INDEX``. ``word_positions`` keeps, for every word that fits, the index of
-its first sub-token, which is where its prediction is read from, or -1 for a word that has no
-sub-token (cut off by ``max_seq_length``, or made only of characters the tokenizer drops, such as
-U+200B); such words are predicted ``O``.
+Each sentence is tokenised word by word (``word_ids()`` from a fast tokenizer). The first sub-token
+of each word carries the word's label; the others get ``IGNORE_INDEX`` (or, with ``label_all_tokens``,
+the word's label with ``B-`` turned into ``I-``); special tokens, context and padding always get
+``IGNORE_INDEX``.
+
+Nothing is truncated. A sentence longer than ``max_seq_length - 2`` sub-tokens is cut into
+overlapping windows (``stride`` sub-tokens shared by neighbours); every word starts in at least one
+window, and at prediction a word takes its label from the window where it sits farthest from an edge
+(``word_margins``). A sentence that fits may be surrounded by up to ``context_size`` sub-tokens of
+the neighbouring sentences of its document on each side (never across a ``-DOCSTART-``), which the
+model sees but is not trained or scored on.
+
+Per example (window) the columns are ``input_ids``, ``attention_mask``, ``token_type_ids``,
+``labels`` (when tags are given), ``sentence_index`` (row of the sentence in the batch), and per word of
+that sentence ``word_positions`` (index of its first sub-token in this example, or -1) and
+``word_margins`` (its distance from the nearest window edge, or -1). A word with no sub-token at all
+(only characters the tokenizer drops, such as U+200B) has -1 everywhere and is predicted ``O``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from ner.modeling import IGNORE_INDEX
 from ner.schemes import join_tag, split_tag
 
 logger = logging.getLogger(__name__)
+
+NO_POSITION = -1
 
 
 def require_fast_tokenizer(tokenizer: Any, name: str) -> None:
@@ -38,40 +53,86 @@ def continuation_labels(label_list: list[str]) -> list[int]:
     return result
 
 
-def align_batch(
-    batch: dict[str, list],
+def plan_windows(length: int, budget: int, stride: int) -> list[tuple[int, int]]:
+    """``[start, end)`` spans of at most ``budget`` pieces covering ``range(length)``, neighbours sharing ``stride``."""
+    if length <= budget:
+        return [(0, length)]
+    if not 0 <= stride < budget:
+        raise ValueError(f"stride must be in [0, {budget}) for windows of {budget} sub-tokens, got {stride}.")
+    windows, start = [], 0
+    while True:
+        end = min(start + budget, length)
+        windows.append((start, end))
+        if end == length:
+            return windows
+        start = end - stride
+
+
+def _context(pieces: list[list[int]], documents: Sequence[int], row: int, size: int, step: int) -> list[int]:
+    """Up to ``size`` sub-tokens of the sentences before (step -1) or after (step 1) ``row``, same document."""
+    taken: list[int] = []
+    other = row + step
+    while len(taken) < size and 0 <= other < len(pieces) and documents[other] == documents[row]:
+        need = size - len(taken)
+        taken = pieces[other][-need:] + taken if step < 0 else taken + pieces[other][:need]
+        other += step
+    return taken
+
+
+def encode_sentences(
+    words: Sequence[Sequence[str]],
     *,
     tokenizer: Any,
-    label2id: dict[str, int],
     max_seq_length: int,
+    stride: int | None = None,
+    tags: Sequence[Sequence[str]] | None = None,
+    label2id: dict[str, int] | None = None,
     label_all_tokens: bool = False,
     continuation: list[int] | None = None,
+    documents: Sequence[int] | None = None,
+    context_size: int = 0,
 ) -> dict[str, list]:
-    """Tokenise a batch of ``words``/``tags`` rows; for ``datasets.map(batched=True)``."""
-    encoded = tokenizer(batch["words"], is_split_into_words=True, truncation=True, max_length=max_seq_length)
-    all_labels, all_positions, all_truncated = [], [], []
-    for row, tags in enumerate(batch["tags"]):
-        labels, positions = [], [-1] * len(tags)
-        previous = None
-        for position, word in enumerate(encoded.word_ids(row)):
-            if word is None:
-                labels.append(IGNORE_INDEX)
-            elif word != previous:
-                labels.append(label2id[tags[word]])
-                positions[word] = position
-            elif label_all_tokens:
-                labels.append(continuation[label2id[tags[word]]])
-            else:
-                labels.append(IGNORE_INDEX)
-            previous = word
-        all_labels.append(labels)
-        all_positions.append(positions)
-        last = max((word for word, position in enumerate(positions) if position >= 0), default=-1)
-        all_truncated.append(len(tags) - 1 - last if len(encoded["input_ids"][row]) >= max_seq_length else 0)
-    encoded["labels"] = all_labels
-    encoded["word_positions"] = all_positions
-    encoded["truncated_words"] = all_truncated
-    return dict(encoded)
+    """Model inputs for a batch of sentences (one example per window); see the module docstring."""
+    budget = max_seq_length - 2  # [CLS] and [SEP]
+    stride = budget // 4 if stride is None else stride
+    encoded = tokenizer([list(w) for w in words], is_split_into_words=True, add_special_tokens=False, verbose=False)
+    pieces = [list(ids) for ids in encoded["input_ids"]]
+    columns: dict[str, list] = {key: [] for key in ("input_ids", "attention_mask", "token_type_ids", "sentence_index", "word_positions", "word_margins")}
+    if tags is not None:
+        columns["labels"] = []
+    for row, sentence_words in enumerate(words):
+        word_of_piece = encoded.word_ids(row)
+        first = [NO_POSITION] * len(sentence_words)
+        for index, word in enumerate(word_of_piece):
+            if word is not None and first[word] == NO_POSITION:
+                first[word] = index
+        piece_labels = None
+        if tags is not None:
+            word_labels = [label2id[tag] for tag in tags[row]]
+            piece_labels = [
+                word_labels[word] if first[word] == index else (continuation[word_labels[word]] if label_all_tokens else IGNORE_INDEX)
+                for index, word in enumerate(word_of_piece)
+            ]
+        windows = plan_windows(len(pieces[row]), budget, stride)
+        for start, end in windows:
+            left = right = []
+            if context_size and documents is not None and len(windows) == 1:
+                room = budget - (end - start)
+                left = _context(pieces, documents, row, min(context_size, room // 2), -1)
+                right = _context(pieces, documents, row, min(context_size, room - len(left)), 1)
+            offset = 1 + len(left) - start  # example position of sentence piece i is i + offset
+            ids = [tokenizer.cls_token_id] + left + pieces[row][start:end] + right + [tokenizer.sep_token_id]
+            columns["input_ids"].append(ids)
+            columns["attention_mask"].append([1] * len(ids))
+            columns["token_type_ids"].append([0] * len(ids))
+            columns["sentence_index"].append(row)
+            inside = [start <= p < end for p in first]
+            columns["word_positions"].append([p + offset if ok else NO_POSITION for p, ok in zip(first, inside)])
+            columns["word_margins"].append([min(p - start, end - 1 - p) if ok else NO_POSITION for p, ok in zip(first, inside)])
+            if piece_labels is not None:
+                context = [IGNORE_INDEX] * len(left), [IGNORE_INDEX] * len(right)
+                columns["labels"].append([IGNORE_INDEX] + context[0] + piece_labels[start:end] + context[1] + [IGNORE_INDEX])
+    return columns
 
 
 def tokenize_splits(
@@ -80,48 +141,60 @@ def tokenize_splits(
     tokenizer: Any,
     label_list: list[str],
     max_seq_length: int,
+    stride: int | None = None,
+    context_size: int = 0,
     label_all_tokens: bool = False,
     files: dict[str, str] | None = None,
-    num_proc: int | None = None,
 ):
-    """Tokenise every split of a DatasetDict; warn with the count of words cut by ``max_seq_length``."""
+    """Encode every split of a DatasetDict (whole split per batch, so context can reach neighbours)."""
     label2id = {label: i for i, label in enumerate(label_list)}
-    kwargs = dict(
-        tokenizer=tokenizer,
-        label2id=label2id,
-        max_seq_length=max_seq_length,
-        label_all_tokens=label_all_tokens,
-        continuation=continuation_labels(label_list),
-    )
-    tokenized = raw.map(
-        align_batch,
-        fn_kwargs=kwargs,
-        batched=True,
-        remove_columns=["words", "tags"],
-        num_proc=num_proc,
-        desc="Tokenising and aligning labels",
-    )
-    for split, dataset in tokenized.items():
-        empty = sum(positions.count(-1) for positions in dataset["word_positions"]) - sum(dataset["truncated_words"])
-        if empty:
-            logger.warning(
-                "%s: %d words give no sub-token (only characters the tokenizer drops); they get no loss and "
-                "are predicted as O.",
-                (files or {}).get(split, split),
-                empty,
+    continuation = continuation_labels(label_list)
+    tokenized = {}
+    for split, dataset in raw.items():
+        where = (files or {}).get(split, split)
+        use_context = context_size
+        if context_size and not any(dataset["doc_start"]):
+            logger.warning("%s has no -DOCSTART- document boundaries; sentences are encoded without context.", where)
+            use_context = 0
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            return encode_sentences(
+                batch["words"],
+                tokenizer=tokenizer,
+                max_seq_length=max_seq_length,
+                stride=stride,
+                tags=batch["tags"],
+                label2id=label2id,
+                label_all_tokens=label_all_tokens,
+                continuation=continuation,
+                documents=batch["document_id"],
+                context_size=use_context,
             )
-        truncated = dataset["truncated_words"]
-        cut = [(count, line) for count, line in zip(truncated, dataset["line"]) if count]
-        if cut:
-            where = (files or {}).get(split, split)
-            examples = ", ".join(f"{where}:{line} ({count} words)" for count, line in cut[:3])
-            logger.warning(
-                "%s: %d sentences are longer than max_seq_length=%d sub-tokens; %d words are cut off, get no "
-                "loss, and are predicted as O (e.g. %s). Raise --max_seq_length (at most the model's 512).",
-                where,
-                len(cut),
-                max_seq_length,
-                sum(count for count, _ in cut),
-                examples,
-            )
-    return tokenized
+
+        tokenized[split] = dataset.map(
+            encode, batched=True, batch_size=None, remove_columns=dataset.column_names, desc=f"Tokenising {split}"
+        )
+        report_coverage(tokenized[split], len(dataset), where, max_seq_length)
+    return raw.__class__(tokenized)
+
+
+def report_coverage(examples, sentences: int, where: str, max_seq_length: int) -> None:
+    """Log how many sentences needed windows, and warn about words that got no sub-token."""
+    windows_per_sentence = [n for n in Counter(examples["sentence_index"]).values() if n > 1]
+    if windows_per_sentence:
+        logger.info(
+            "%s: %d sentences are longer than max_seq_length=%d sub-tokens; encoded as %d overlapping windows "
+            "(no word is dropped).",
+            where, len(windows_per_sentence), max_seq_length, sum(windows_per_sentence),
+        )
+    placed: dict[int, list[bool]] = {}
+    for sentence, positions in zip(examples["sentence_index"], examples["word_positions"]):
+        flags = placed.setdefault(sentence, [False] * len(positions))
+        placed[sentence] = [flag or position != NO_POSITION for flag, position in zip(flags, positions)]
+    empty = sum(flags.count(False) for flags in placed.values())
+    if empty:
+        logger.warning(
+            "%s: %d words give no sub-token (only characters the tokenizer drops); they get no loss and are "
+            "predicted as O.",
+            where, empty,
+        )

@@ -33,7 +33,8 @@ class NerBertConfig(BertConfig):
     ``head_layers - 1`` hidden layers of ``head_hidden_size`` units before it (NeMo used 2).
     use_crf: a CRF over the word-level labels, trained with its log-likelihood, decoded with Viterbi.
     decoding: without a CRF, "argmax" per token or "constrained" (Viterbi over the tag scheme's valid
-    transitions: no I-X after O in IOB2). tag_scheme names the scheme of ``id2label``.
+    transitions: no I-X after O in IOB2). tag_scheme names the scheme of ``id2label``. context_size: the
+    sub-tokens of document context each side the model was trained with (prediction uses the same).
     """
 
     model_type = "ner_bert"
@@ -44,6 +45,7 @@ class NerBertConfig(BertConfig):
     use_crf: bool = False
     decoding: str = "argmax"
     tag_scheme: str = "IOB2"
+    context_size: int = 0
 
     def validate_head(self) -> None:
         if self.head_layers < 1:
@@ -163,6 +165,7 @@ HEAD_DEFAULTS = {
     "classifier_dropout": None,
     "use_crf": False,
     "decoding": "argmax",
+    "context_size": 0,
 }
 
 
@@ -178,6 +181,7 @@ def load_model(
     use_crf: bool | None = None,
     decoding: str | None = None,
     tag_scheme: str = "IOB2",
+    context_size: int | None = None,
     **hub_kwargs: Any,
 ) -> BertForNer:
     """A ``BertForNer`` for ``label_list`` on a pretrained BERT (Hub name or local folder).
@@ -216,6 +220,7 @@ def load_model(
         classifier_dropout=classifier_dropout,
         use_crf=use_crf,
         decoding=decoding,
+        context_size=context_size,
     )
     for key, default in HEAD_DEFAULTS.items():
         saved = settings.get(key, default) if trained_labels else default

@@ -13,13 +13,34 @@ from ner.schemes import OUTSIDE
 
 
 def word_tags(
-    predicted_ids: np.ndarray, word_positions: Sequence[Sequence[int]], id2label: dict[int, str]
+    predicted_ids: np.ndarray,
+    sentence_index: Sequence[int],
+    word_positions: Sequence[Sequence[int]],
+    word_margins: Sequence[Sequence[int]],
+    id2label: dict[int, str],
+    sentences: int,
 ) -> list[list[str]]:
-    """Read each word's tag at its first sub-token; a word with no sub-token (position -1) gets ``O``."""
-    sentences = []
-    for row, positions in zip(predicted_ids, word_positions):
-        sentences.append([id2label[int(row[p])] if p >= 0 else OUTSIDE for p in positions])
-    return sentences
+    """Each word's tag, read at its first sub-token in the window where it sits farthest from an edge.
+
+    Rows of ``predicted_ids`` are examples (windows) as built by ``ner.alignment.encode_sentences``; a word
+    placed in no window (no sub-token) gets ``O``. Returns one tag list per sentence, every word tagged.
+    """
+    tags: list[list[str] | None] = [None] * sentences
+    best: list[list[int] | None] = [None] * sentences
+    for row, sentence in enumerate(sentence_index):
+        positions, margins = word_positions[row], word_margins[row]
+        if tags[sentence] is None:
+            tags[sentence] = [OUTSIDE] * len(positions)
+            best[sentence] = [-1] * len(positions)
+        sentence_tags, sentence_best, predicted = tags[sentence], best[sentence], predicted_ids[row]
+        for word, (position, margin) in enumerate(zip(positions, margins)):
+            if position >= 0 and margin > sentence_best[word]:
+                sentence_best[word] = margin
+                sentence_tags[word] = id2label[int(predicted[position])]
+    missing = [i for i, sentence_tags in enumerate(tags) if sentence_tags is None]
+    if missing:
+        raise ValueError(f"No prediction for sentences {missing[:5]}: the examples do not cover the input.")
+    return tags
 
 
 def write_predictions(

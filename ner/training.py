@@ -92,21 +92,24 @@ def resolve_checkpoint(args: NerTrainingArguments) -> str | None:
 class WordLevelMetrics:
     """``compute_metrics`` for the Trainer: scores word-level tags against the file's gold tags.
 
-    Predictions are read at each word's first sub-token; words that got no sub-token are predicted
-    ``O``, so the score is the score of the whole file, as conlleval would compute it.
+    Predictions are read at each word's first sub-token (in the window where it sits farthest from an
+    edge); words that got no sub-token are predicted ``O``, so the score is the score of the whole
+    file, as conlleval would compute it.
     """
 
-    def __init__(
-        self, word_positions: Sequence[Sequence[int]], gold: Sequence[Sequence[str]], id2label: dict[int, str], scheme: str
-    ) -> None:
-        self.word_positions = word_positions
+    def __init__(self, examples: Any, gold: Sequence[Sequence[str]], id2label: dict[int, str], scheme: str) -> None:
+        self.sentence_index = examples["sentence_index"]
+        self.word_positions = examples["word_positions"]
+        self.word_margins = examples["word_margins"]
         self.gold = gold
         self.id2label = id2label
         self.scheme = scheme
         self.predicted: list[list[str]] = []
 
     def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
-        self.predicted = word_tags(prediction.predictions, self.word_positions, self.id2label)
+        self.predicted = word_tags(
+            prediction.predictions, self.sentence_index, self.word_positions, self.word_margins, self.id2label, len(self.gold)
+        )
         return entity_scores(self.gold, self.predicted, self.scheme)
 
 

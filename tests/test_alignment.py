@@ -3,11 +3,13 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from ner.alignment import align_batch, continuation_labels, require_fast_tokenizer
+from ner.alignment import continuation_labels, encode_sentences, plan_windows, require_fast_tokenizer
 from ner.modeling import IGNORE_INDEX
+from ner.predict import word_tags
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
+ID2LABEL = dict(enumerate(LABELS))
 
 
 @pytest.fixture(scope="module")
@@ -15,45 +17,111 @@ def tokenizer(tiny_bert):
     return AutoTokenizer.from_pretrained(tiny_bert)
 
 
-def align(tokenizer, words, tags, **kwargs):
-    settings = dict(tokenizer=tokenizer, label2id=LABEL2ID, max_seq_length=64, continuation=continuation_labels(LABELS))
+def encode(tokenizer, words, tags=None, **kwargs):
+    settings = dict(tokenizer=tokenizer, max_seq_length=64, label2id=LABEL2ID, continuation=continuation_labels(LABELS))
     settings.update(kwargs)
-    return align_batch({"words": [words], "tags": [tags]}, **settings)
+    batch_words = words if isinstance(words[0], list) else [words]
+    batch_tags = None if tags is None else (tags if isinstance(tags[0], list) else [tags])
+    return encode_sentences(batch_words, tags=batch_tags, **settings)
 
 
 def test_first_sub_token_carries_the_label(tokenizer):
     words, tags = ["Maria", "said", "Porto"], ["B-PER", "O", "B-LOC"]
-    out = align(tokenizer, words, tags)
+    out = encode(tokenizer, words, tags)
     tokens = tokenizer.convert_ids_to_tokens(out["input_ids"][0])
     assert tokens[:3] == ["[CLS]", "m", "##a"]  # "maria" is split into characters by the tiny vocabulary
     labels, positions = out["labels"][0], out["word_positions"][0]
     assert [tokens[p] for p in positions] == ["m", "said", "p"]
     assert [labels[p] for p in positions] == [LABEL2ID[t] for t in tags]
     assert sum(label != IGNORE_INDEX for label in labels) == 3
-    assert labels[0] == labels[-1] == IGNORE_INDEX  # [CLS], [SEP]
-    assert out["truncated_words"] == [0]
+    assert labels[0] == labels[-1] == IGNORE_INDEX and tokens[-1] == "[SEP]"
+    assert out["sentence_index"] == [0]
 
 
 def test_label_all_tokens_turns_b_into_i_after_the_first_piece(tokenizer):
-    out = align(tokenizer, ["Maria", "said"], ["B-PER", "O"], label_all_tokens=True)
+    out = encode(tokenizer, ["Maria", "said"], ["B-PER", "O"], label_all_tokens=True)
     labels = out["labels"][0]
     assert labels[1] == LABEL2ID["B-PER"]
     assert set(labels[2:6]) == {LABEL2ID["I-PER"]}  # ##a ##r ##i ##a
     assert out["word_positions"][0] == [1, 6]
 
 
-def test_truncation_is_counted(tokenizer):
-    words = ["said"] * 20
-    out = align(tokenizer, words, ["O"] * 20, max_seq_length=12)
-    assert len(out["input_ids"][0]) == 12
-    assert out["truncated_words"] == [10]
-    assert out["word_positions"][0][10:] == [-1] * 10
+@pytest.mark.parametrize(
+    "length, budget, stride, expected",
+    [
+        (5, 10, 2, [(0, 5)]),
+        (10, 10, 2, [(0, 10)]),
+        (11, 10, 2, [(0, 10), (8, 11)]),
+        (25, 10, 4, [(0, 10), (6, 16), (12, 22), (18, 25)]),
+        (12, 10, 0, [(0, 10), (10, 12)]),
+    ],
+)
+def test_plan_windows(length, budget, stride, expected):
+    windows = plan_windows(length, budget, stride)
+    assert windows == expected
+    assert all(b[0] == a[1] - stride for a, b in zip(windows, windows[1:]))
+
+
+def test_stride_must_leave_progress():
+    with pytest.raises(ValueError, match="stride must be in"):
+        plan_windows(30, 10, 10)
+
+
+@pytest.mark.parametrize("words_in, max_seq_length, stride", [(1000, 64, 16), (20000, 128, 32)])
+def test_every_word_of_a_huge_sentence_gets_exactly_one_prediction(tokenizer, words_in, max_seq_length, stride):
+    words = [f"w{i % 97}" for i in range(words_in)]
+    tags = ["B-PER" if i % 7 == 0 else "O" for i in range(words_in)]
+    out = encode(tokenizer, words, tags, max_seq_length=max_seq_length, stride=stride)
+    assert max(len(ids) for ids in out["input_ids"]) == max_seq_length
+    # Neighbouring windows share `stride` sub-tokens: the sentence pieces overlap by exactly that much.
+    pieces = [ids[1:-1] for ids in out["input_ids"]]
+    assert all(a[-stride:] == b[:stride] for a, b in zip(pieces, pieces[1:]))
+    # Every word is labelled (trained) in at least one window, at its first piece.
+    labelled = set()
+    for positions, labels in zip(out["word_positions"], out["labels"]):
+        labelled.update(w for w, p in enumerate(positions) if p >= 0 and labels[p] == LABEL2ID[tags[w]])
+    assert labelled == set(range(words_in))
+    # Predict with the gold label ids placed at the first pieces: every word comes back, in order.
+    gold_ids = [[LABEL2ID[tags[0]]] * max_seq_length for _ in out["input_ids"]]
+    for row, positions in enumerate(out["word_positions"]):
+        for w, p in enumerate(positions):
+            if p >= 0:
+                gold_ids[row][p] = LABEL2ID[tags[w]]
+    predicted = word_tags(gold_ids, out["sentence_index"], out["word_positions"], out["word_margins"], ID2LABEL, 1)
+    assert predicted == [tags]
+
+
+def test_word_takes_the_window_where_it_sits_farthest_from_an_edge(tokenizer):
+    words = ["said"] * 30  # one piece per word
+    out = encode(tokenizer, words, max_seq_length=12, stride=4)  # windows of 10: [0,10) [6,16) [12,22) ...
+    assert out["word_margins"][0][7] == 2 and out["word_margins"][1][7] == 1
+    marker = [[row] * 12 for row in range(len(out["input_ids"]))]  # predicted id = window number
+    labels = {i: f"window{i}" for i in range(len(out["input_ids"]))}
+    predicted = word_tags(marker, out["sentence_index"], out["word_positions"], out["word_margins"], labels, 1)[0]
+    assert predicted[7] == "window0" and predicted[9] == "window1" and predicted[29] == f"window{len(labels) - 1}"
 
 
 def test_word_without_sub_tokens_gets_no_position(tokenizer):
-    out = align(tokenizer, ["said", "\u200b", "Porto"], ["O", "O", "B-LOC"])
+    out = encode(tokenizer, ["said", "\u200b", "Porto"], ["O", "O", "B-LOC"])
     assert out["word_positions"][0][1] == -1
-    assert out["truncated_words"] == [0]
+
+
+def test_context_is_shown_but_not_labelled_and_stays_in_its_document(tokenizer):
+    sentences = [["the", "city"], ["Maria", "said"], ["the", "team"], ["won"]]
+    tags = [["O", "O"], ["B-PER", "O"], ["O", "O"], ["O"]]
+    documents = [0, 0, 0, 1]
+    plain = encode(tokenizer, sentences, tags)
+    context = encode(tokenizer, sentences, tags, documents=documents, context_size=4)
+    tokens = tokenizer.convert_ids_to_tokens(context["input_ids"][1])
+    assert tokens == ["[CLS]", "the", "city", "m", "##a", "##r", "##i", "##a", "said", "the", "team", "[SEP]"]
+    # The sentence's own labels are the same; context positions carry none.
+    kept = [l for l in context["labels"][1] if l != IGNORE_INDEX]
+    assert kept == [l for l in plain["labels"][1] if l != IGNORE_INDEX]
+    assert context["labels"][1][1:3] == [IGNORE_INDEX] * 2 and context["labels"][1][-3:-1] == [IGNORE_INDEX] * 2
+    assert [tokens[p] for p in context["word_positions"][1]] == ["m", "said"]
+    # Sentence 3 is alone in document 1: context never crosses the -DOCSTART- boundary.
+    assert context["input_ids"][3] == plain["input_ids"][3]
+    assert tokenizer.convert_ids_to_tokens(context["input_ids"][2])[-2] == "team"  # nothing after, same document ends
 
 
 def test_continuation_labels():

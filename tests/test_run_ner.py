@@ -164,18 +164,17 @@ def test_label_missing_from_label_list_names_file_and_line(tiny_bert, tmp_path):
               "--data_cache_dir", str(tmp_path / "cache"), "--do_train", "--do_predict", "--max_steps", "1"])
 
 
-def test_long_sentence_is_warned_about_and_still_predicted(tiny_bert, tmp_path, caplog):
+def test_long_sentence_becomes_windows_and_every_word_is_predicted(tiny_bert, tmp_path, caplog):
     long_sentence = "".join(f"word{i}\t{'B-PER' if i % 10 == 0 else 'O'}\n" for i in range(60))
     data = write(tmp_path / "dev.txt", long_sentence + "\nshort\tO\n")
-    with caplog.at_level(logging.WARNING, logger="ner"):
-        main(["--model_name_or_path", str(tiny_bert), "--validation_file", str(data),
-              "--output_dir", str(tmp_path / "out"), "--data_cache_dir", str(tmp_path / "cache"),
-              "--do_eval", "--max_seq_length", "32"])
-    assert "1 sentences are longer than max_seq_length=32" in caplog.text
-    assert f"{data}:1 (" in caplog.text
+    with caplog.at_level(logging.INFO, logger="ner"):
+        results = main(["--model_name_or_path", str(tiny_bert), "--validation_file", str(data), "--train_file", str(data),
+                        "--output_dir", str(tmp_path / "out"), "--data_cache_dir", str(tmp_path / "cache"),
+                        "--do_train", "--do_eval", "--max_steps", "2", "--max_seq_length", "32", "--stride", "8"])
+    assert "1 sentences are longer than max_seq_length=32 sub-tokens; encoded as" in caplog.text
     sentences, _ = prediction_rows(tmp_path / "out" / "eval_predictions.txt")
-    assert [len(s) for s in sentences] == [60, 1]
-    assert all(row[2] == "O" for row in sentences[0][40:])  # cut off -> O, and scored as such
+    assert [[row[0] for row in s] for s in sentences] == [[f"word{i}" for i in range(60)], ["short"]]
+    assert results["eval_number"] == 6  # all six PER entities scored, none cut off
 
 
 @pytest.mark.parametrize(

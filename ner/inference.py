@@ -1,0 +1,181 @@
+"""Prediction with a trained output folder: words or raw text in, tags and character-level entity spans out.
+
+    from ner.inference import NerPredictor
+    predictor = NerPredictor("out")
+    predictor.predict_text(["Maria Lopez visited Porto."])   # [[Entity(start=0, end=11, type="PER", ...), ...]]
+
+Inputs are encoded exactly as in training (``ner.alignment.encode_sentences``: sliding windows,
+document context), so nothing is truncated and every input word gets one tag. Examples are sorted by
+length and batched, run in bf16/fp16 on a GPU, and decoded by the model (argmax, constrained, CRF).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ner.alignment import encode_sentences, require_fast_tokenizer
+from ner.schemes import to_iob2
+
+logger = logging.getLogger(__name__)
+
+# Words for raw text: runs of letters/digits, and every other non-space character on its own, which
+# is how BERT's own pre-tokenizer splits (so "Porto." is "Porto" + ".").
+WORD = re.compile(r"\w+|\S")
+
+
+@dataclass
+class Entity:
+    start: int  # character offset in the text (or in the words joined by single spaces)
+    end: int  # exclusive
+    type: str
+    text: str
+    score: float  # mean probability of the entity's word labels
+
+
+@dataclass
+class Tagged:
+    words: list[str]
+    tags: list[str]
+    scores: list[float]  # probability of each word's tag
+
+
+def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Words of raw text with their ``(start, end)`` character offsets in ``text``."""
+    matches = list(WORD.finditer(text))
+    return [m.group() for m in matches], [m.span() for m in matches]
+
+
+def entity_spans(tags: Sequence[str], scheme: str) -> list[tuple[int, int, str]]:
+    """``(first word, end word exclusive, type)`` of each entity; an entity opened by ``I-`` counts (as conlleval)."""
+    from ner.reports import sentence_entities
+
+    if scheme in ("IOB1", "IOB2"):
+        return sentence_entities([to_iob2(tags)], "IOB2")[0]
+    return sentence_entities([list(tags)], scheme)[0]
+
+
+class NerPredictor:
+    """A trained folder (``run_ner.py --output_dir``) ready to tag."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        *,
+        device: str | None = None,
+        batch_size: int = 64,
+        max_seq_length: int | None = None,
+        stride: int | None = None,
+        dtype: str = "auto",
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        from ner.modeling import BertForNer
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        require_fast_tokenizer(self.tokenizer, model_dir)
+        self.model = BertForNer.from_pretrained(model_dir).to(self.device).eval()
+        config = self.model.config
+        self.id2label = {int(i): label for i, label in config.id2label.items()}
+        self.scheme = config.tag_scheme
+        self.batch_size = batch_size
+        limit = min(self.tokenizer.model_max_length, config.max_position_embeddings, 512)
+        self.max_seq_length = min(max_seq_length or limit, limit)
+        self.stride = stride
+        self.autocast = self._autocast_dtype(dtype)
+
+    def _autocast_dtype(self, dtype: str) -> torch.dtype | None:
+        if dtype == "float32" or self.device.type != "cuda":
+            return None
+        if dtype == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+    @torch.inference_mode()
+    def tag(self, sentences: Sequence[Sequence[str]], documents: Sequence[int] | None = None) -> list[Tagged]:
+        """One ``Tagged`` per sentence, every word tagged; ``documents`` (ids) turn on the model's context."""
+        if not sentences:
+            return []
+        examples = encode_sentences(
+            sentences,
+            tokenizer=self.tokenizer,
+            max_seq_length=self.max_seq_length,
+            stride=self.stride,
+            documents=documents,
+            context_size=self.model.config.context_size if documents is not None else 0,
+        )
+        tags = [["O"] * len(words) for words in sentences]
+        scores = [[1.0] * len(words) for words in sentences]
+        margins = [[-1] * len(words) for words in sentences]
+        order = sorted(range(len(examples["input_ids"])), key=lambda i: len(examples["input_ids"][i]))
+        for begin in range(0, len(order), self.batch_size):
+            rows = order[begin : begin + self.batch_size]
+            width = max(len(examples["input_ids"][r]) for r in rows)
+            width += -width % 8  # a multiple of 8 for tensor cores
+            ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            attention = torch.zeros((len(rows), width), dtype=torch.long)
+            first = torch.zeros((len(rows), width), dtype=torch.bool)
+            for i, r in enumerate(rows):
+                length = len(examples["input_ids"][r])
+                ids[i, :length] = torch.tensor(examples["input_ids"][r])
+                attention[i, :length] = 1
+                first[i, [p for p in examples["word_positions"][r] if p >= 0]] = True
+            ids, attention, first = ids.to(self.device), attention.to(self.device), first.to(self.device)
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
+            labels = self.model.decode(logits, first)
+            probabilities = logits.softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+            labels, probabilities = labels.cpu().tolist(), probabilities.cpu().tolist()
+            for i, r in enumerate(rows):
+                sentence = examples["sentence_index"][r]
+                for word, (position, margin) in enumerate(zip(examples["word_positions"][r], examples["word_margins"][r])):
+                    if position >= 0 and margin > margins[sentence][word]:
+                        margins[sentence][word] = margin
+                        tags[sentence][word] = self.id2label[labels[i][position]]
+                        scores[sentence][word] = probabilities[i][position]
+        return [Tagged(list(w), t, s) for w, t, s in zip(sentences, tags, scores)]
+
+    def entities(self, tagged: Tagged, text: str | None = None, offsets: Sequence[tuple[int, int]] | None = None) -> list[Entity]:
+        """Character-level spans of ``tagged``'s entities in ``text`` (default: the words joined by spaces)."""
+        if text is None:
+            text, offsets, position = " ".join(tagged.words), [], 0
+            for word in tagged.words:
+                offsets.append((position, position + len(word)))
+                position += len(word) + 1
+        found = []
+        for first, end, entity_type in entity_spans(tagged.tags, self.scheme):
+            start, stop = offsets[first][0], offsets[end - 1][1]
+            score = sum(tagged.scores[first:end]) / (end - first)
+            found.append(Entity(start, stop, entity_type, text[start:stop], round(score, 4)))
+        return found
+
+    def predict_text(self, texts: Sequence[str]) -> list[list[Entity]]:
+        """Entities of each raw text (one document each), with offsets into that text."""
+        split = [split_words(text) for text in texts]
+        tagged = self.tag([words for words, _ in split])
+        return [self.entities(t, text, offsets) for t, text, (_, offsets) in zip(tagged, texts, split)]
+
+
+def chunks(items: Iterable[Any], size: int, boundary=lambda item: True) -> Iterator[list[Any]]:
+    """Lists of about ``size`` items, cut before an item where ``boundary(item)`` (e.g. a new document).
+
+    A run without a boundary is still cut at ``8 * size`` items, so memory stays bounded.
+    """
+    chunk: list[Any] = []
+    for item in items:
+        if (len(chunk) >= size and boundary(item)) or len(chunk) >= 8 * size:
+            yield chunk
+            chunk = []
+        chunk.append(item)
+    if chunk:
+        yield chunk
+
+
+def entity_dicts(entities: Sequence[Entity]) -> list[dict[str, Any]]:
+    return [asdict(entity) for entity in entities]

@@ -1,0 +1,125 @@
+"""Prediction API and CLI: agreement with pipeline(), exact character offsets, streaming, long input."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO_DATA
+from ner.cli import main as cli_main
+from ner.cli import predict_file
+from ner.conll import read_conll
+from ner.inference import NerPredictor, split_words
+from run_ner import main
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, tmp_path_factory) -> Path:
+    """A folder written by run_ner; its classifier then scaled up so that it predicts many (and messy) entities.
+
+    A tiny model trained for seconds predicts only O, which would make agreement checks vacuous.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path_factory.mktemp("inference") / "out"
+    main(["--model_name_or_path", str(tiny_bert), "--train_file", str(DEMO_DATA / "train.txt"),
+          "--output_dir", str(out), "--data_cache_dir", str(out.parent / "cache"), "--do_train",
+          "--max_steps", "2", "--save_strategy", "no"])
+    weights = load_file(out / "model.safetensors")
+    generator = torch.Generator().manual_seed(0)
+    weights["classifier.weight"] = torch.randn(weights["classifier.weight"].shape, generator=generator) * 3
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def predictor(trained) -> NerPredictor:
+    return NerPredictor(str(trained), device="cpu", batch_size=8)
+
+
+def short_texts() -> list[str]:
+    return [" ".join(s.words) for s in list(read_conll(DEMO_DATA / "test.txt"))[:25]]
+
+
+def test_entities_agree_with_the_transformers_pipeline(trained, predictor):
+    from transformers import pipeline
+
+    tagger = pipeline("token-classification", model=str(trained), aggregation_strategy="first", device="cpu")
+    ours = predictor.predict_text(short_texts())
+    theirs = tagger(short_texts())
+    total = 0
+    for text, mine, reference in zip(short_texts(), ours, theirs):
+        assert [(e.start, e.end, e.type) for e in mine] == [(r["start"], r["end"], r["entity_group"]) for r in reference], text
+        total += len(mine)
+    assert total > 5  # the comparison covered real entities
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Café in Zürich 🙂 near José\u200bLopez\r\nand São Paulo", "\ufeffMaria\u200b visited 👩\u200d🔬 Porto.\r\n", "   ", ""],
+)
+def test_raw_text_offsets_map_back_to_the_source(predictor, text):
+    words, offsets = split_words(text)
+    assert [text[start:end] for start, end in offsets] == words
+    assert all(not w.isspace() for w in words)
+    tagged = predictor.tag([words])[0]
+    assert len(tagged.tags) == len(words)
+    for entity in predictor.predict_text([text])[0]:
+        assert text[entity.start : entity.end] == entity.text and entity.text.strip() == entity.text
+
+
+def test_20000_word_document_gets_one_tag_per_word_in_order(predictor):
+    words = [f"word{i % 50}" for i in range(20000)]
+    predictor.max_seq_length, saved = 64, predictor.max_seq_length
+    try:
+        tagged = predictor.tag([words, ["short"]])
+    finally:
+        predictor.max_seq_length = saved
+    assert tagged[0].words == words and len(tagged[0].tags) == 20000 and len(tagged[1].tags) == 1
+
+
+def test_cli_conll_round_trip_keeps_every_word(trained, tmp_path):
+    output = tmp_path / "pred.conll"
+    assert cli_main(["predict", "--model", str(trained), "--input", str(DEMO_DATA / "test.txt"),
+                     "--input_format", "conll", "--output", str(output), "--device", "cpu"]) == 0
+    expected = list(read_conll(DEMO_DATA / "test.txt"))
+    blocks = [b for b in output.read_text().split("\n\n") if b.strip() and not b.startswith("-DOCSTART-")]
+    assert [[line.split("\t")[0] for line in b.splitlines()] for b in blocks] == [s.words for s in expected]
+    assert [[line.split("\t")[1] for line in b.splitlines()] for b in blocks] == [s.tags for s in expected]
+    assert output.read_text().count("-DOCSTART-") == sum(s.doc_start for s in expected)
+
+
+def test_cli_text_and_jsonl_give_entity_spans(trained, tmp_path):
+    texts = short_texts()[:6]
+    (tmp_path / "in.txt").write_text("\r\n".join(texts) + "\r\n", encoding="utf-8")
+    cli_main(["predict", "--model", str(trained), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "a.jsonl")])
+    rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == texts
+    for row in rows:
+        for entity in row["entities"]:
+            assert row["text"][entity["start"] : entity["end"]] == entity["text"] and 0 < entity["score"] <= 1
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps({"id": i, "words": split_words(t)[0]}) for i, t in enumerate(texts)))
+    cli_main(["predict", "--model", str(trained), "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "b.jsonl")])
+    by_words = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in by_words] == list(range(6))
+    assert [r["tags"] for r in by_words] == [r["tags"] for r in rows]  # the same words give the same tags
+
+
+def test_streaming_in_small_chunks_gives_the_same_output(predictor):
+    whole, pieces = io.StringIO(), io.StringIO()
+    predict_file(predictor, str(DEMO_DATA / "dev.txt"), whole, input_format="conll", progress=False)
+    predict_file(predictor, str(DEMO_DATA / "dev.txt"), pieces, input_format="conll", chunk_size=7, progress=False)
+    assert whole.getvalue() == pieces.getvalue()
+
+
+def test_bad_jsonl_line_names_file_and_line(trained, tmp_path):
+    from ner.errors import DataFileError
+
+    (tmp_path / "bad.jsonl").write_text('{"words": ["a"]}\n{"words": "a b"}\n')
+    with pytest.raises(DataFileError, match=r"bad\.jsonl:2: \"words\" must be a list of strings"):
+        cli_main(["predict", "--model", str(trained), "--input", str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
