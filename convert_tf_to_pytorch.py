@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Convert a TensorFlow BERT / BioBERT / SciBERT checkpoint into a Hugging Face folder; no TensorFlow needed.
+
+    python convert_tf_to_pytorch.py biobert_v1.1_pubmed                      # finds the three files itself
+    python convert_tf_to_pytorch.py --tf_checkpoint biobert_v1.1_pubmed/model.ckpt-1000000 \\
+        --bert_config biobert_v1.1_pubmed/bert_config.json --vocab biobert_v1.1_pubmed/vocab.txt --output_dir out
+    python convert_tf_to_pytorch.py biobert_v1.1_pubmed --list               # variables, shapes, dtypes
+
+The output folder (config.json, model.safetensors, tokenizer files, README.md) loads with
+``from_pretrained`` and ``run_ner.py --model_name_or_path``. The work is done in ``ner.tf_conversion``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from ner.tf_checkpoint import TFCheckpoint
+from ner.tf_conversion import convert_tf_checkpoint
+
+
+@dataclass
+class ConversionArguments:
+    tf_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Checkpoint prefix, without .index/.data-*: path/model.ckpt-1000000, path/bert_model.ckpt."},
+    )
+    bert_config: str | None = field(default=None, metadata={"help": "The release's bert_config.json."})
+    vocab: str | None = field(default=None, metadata={"help": "The release's WordPiece vocab.txt."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Folder to write (default with a FOLDER argument: FOLDER-pytorch beside it)."}
+    )
+    do_lower_case: bool | None = field(
+        default=None,
+        metadata={
+            "help": "true/false: lowercase the input or not (default: false when the vocabulary has capitalised word "
+            "pieces or the folder name says cased, else true)."
+        },
+    )
+    allow_missing: bool = field(
+        default=False,
+        metadata={"help": "Convert even if BertForPreTraining weights are absent (fine-tuned, without cls/ heads)."},
+    )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace --output_dir if it exists."})
+    list_variables: bool = field(
+        default=False,
+        metadata={"aliases": ["--list"], "help": "Print every variable's name, shape and dtype, then stop."},
+    )
+    skip_checksums: bool = field(default=False, metadata={"help": "Do not verify CRC32C checksums (not recommended)."})
+
+
+def find_checkpoint(folder: str | os.PathLike) -> Path:
+    """The prefix of the one checkpoint in ``folder`` (the newest, if TF's ``checkpoint`` file names it)."""
+    folder = Path(folder)
+    indexes = sorted(folder.glob("*.index"))
+    state = folder / "checkpoint"  # TF's pointer to the newest checkpoint of a training run
+    if len(indexes) > 1 and state.is_file():
+        text = state.read_text(encoding="utf-8", errors="replace")
+        match = re.search(r'^model_checkpoint_path:\s*"(.+)"', text, re.MULTILINE)
+        newest = Path(f"{folder / Path(match.group(1)).name}.index") if match else None
+        indexes = [path for path in indexes if path == newest] or indexes
+    if not indexes:
+        found = ", ".join(sorted(path.name for path in folder.iterdir())) or "nothing"
+        raise ValueError(f"{folder}: no TensorFlow checkpoint (PREFIX.index with PREFIX.data-*) in it; found: {found}.")
+    if len(indexes) > 1:
+        raise ValueError(
+            f"{folder} holds several checkpoints ({', '.join(path.name for path in indexes)}); pass the one to convert "
+            "with --tf_checkpoint FOLDER/PREFIX (e.g. model.ckpt-1000000)."
+        )
+    return Path(str(indexes[0]).removesuffix(".index"))
+
+
+def find_release_files(folder: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """(checkpoint prefix, bert_config.json, vocab.txt) of a release folder such as BioBERT's."""
+    prefix, folder = find_checkpoint(folder), Path(folder)
+    found = ", ".join(sorted(path.name for path in folder.iterdir()))
+    config = next((folder / name for name in ("bert_config.json", "config.json") if (folder / name).is_file()), None)
+    if config is None:
+        raise ValueError(f"{folder}: no bert_config.json in it (found: {found}); pass it with --bert_config PATH.")
+    if not (folder / "vocab.txt").is_file():
+        raise ValueError(f"{folder}: no vocab.txt in it (found: {found}); pass it with --vocab PATH.")
+    return prefix, config, folder / "vocab.txt"
+
+
+def parse_arguments(argv: list[str] | None) -> tuple[ConversionArguments, str | None]:
+    parser = HfArgumentParser(ConversionArguments)
+    parser.add_argument("folder", nargs="?", help="A release folder: the checkpoint, bert_config.json and vocab.txt.")
+    args, extra = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+    return args, extra.folder
+
+
+def resolve_files(args: ConversionArguments, folder: str | None) -> tuple[str, str | None, str | None, str | None]:
+    """(checkpoint prefix, config, vocab, output folder) from the folder argument and the flags."""
+    if folder is None and args.tf_checkpoint is None:
+        raise ValueError(
+            "Give a release folder, or --tf_checkpoint PREFIX --bert_config FILE --vocab FILE --output_dir DIR."
+        )
+    if folder is not None and not Path(folder).is_dir():
+        raise ValueError(f"{folder}: no such folder. Give a release folder, or the prefix with --tf_checkpoint.")
+    if folder is not None and args.list_variables and args.tf_checkpoint is None:
+        return str(find_checkpoint(folder)), None, None, None
+    found: tuple = (None, None, None)
+    if folder is not None and None in (args.tf_checkpoint, args.bert_config, args.vocab):
+        found = tuple(str(path) for path in find_release_files(folder))
+    prefix, config, vocab = args.tf_checkpoint or found[0], args.bert_config or found[1], args.vocab or found[2]
+    output = args.output_dir or (f"{str(Path(folder)).rstrip('/')}-pytorch" if folder is not None else None)
+    flags = {"--bert_config": config, "--vocab": vocab, "--output_dir": output}
+    absent = [flag for flag, value in flags.items() if value is None]
+    if absent and not args.list_variables:
+        raise ValueError(f"Missing {', '.join(absent)} (or give the release folder instead of the separate files).")
+    return prefix, config, vocab, output
+
+
+def list_variables(prefix: str, *, verify_checksums: bool) -> None:
+    """Like ``tf.train.list_variables``, with dtypes and (TF2) each variable's own name."""
+    with TFCheckpoint(prefix, verify_checksums=verify_checksums) as checkpoint:
+        full_names = checkpoint.object_graph_names()
+        rows = [
+            (name, str(list(shape)), dtype, full_names.get(name, "")) for name, shape, dtype in checkpoint.variables()
+        ]
+        width = max((len(row[0]) for row in rows), default=0)
+        for name, shape, dtype, full_name in rows:
+            print(f"{name:<{width}}  {shape:<16} {dtype}{f'  ({full_name})' if full_name else ''}")
+        total = sum(entry.size for entry in checkpoint.entries.values())
+        print(f"{len(rows)} variables, {total / 1e6:.1f} MB in {checkpoint.num_shards} shard(s): {checkpoint.prefix}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO
+    )
+    args, folder = parse_arguments(argv)
+    prefix, config, vocab, output = resolve_files(args, folder)
+    if args.list_variables:
+        list_variables(prefix, verify_checksums=not args.skip_checksums)
+        return 0
+    summary = convert_tf_checkpoint(
+        prefix, config, vocab, output,
+        do_lower_case=args.do_lower_case,
+        allow_missing=args.allow_missing,
+        overwrite=args.overwrite_output_dir,
+        verify_checksums=not args.skip_checksums,
+        progress=True,
+    )
+    skipped = ", ".join(f"{count} {what}" for what, count in summary.skipped.items()) or "nothing"
+    missing = f"; {len(summary.missing)} missing (random when loaded)" if summary.missing else ""
+    print(
+        f"Wrote {summary.output_dir} in {summary.seconds:.1f} s: {summary.tensors} tensors, {summary.parameters:,} "
+        f"parameters, do_lower_case={summary.do_lower_case}; skipped {skipped}{missing}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ValueError as error:  # DataFileError included: bad input is told plainly, without a traceback
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
