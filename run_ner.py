@@ -180,6 +180,25 @@ def read_data(data_args: DataArguments, model_args: ModelArguments):
     return raw, files
 
 
+def select_splits(raw, data_args: DataArguments, training_args: NerTrainingArguments):
+    """Keep the splits the run uses, cut to --max_*_samples; evaluation is off without validation data."""
+    wanted = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
+    for split in list(raw):
+        if not wanted.get(split, False):
+            del raw[split]
+        elif limits[split] is not None:
+            raw[split] = raw[split].select(range(min(limits[split], len(raw[split]))))
+    if training_args.do_eval and "validation" not in raw:
+        if training_args.do_eval_requested:
+            raise ValueError("--do_eval needs --validation_file (or a dataset with a 'validation' split).")
+        if training_args.load_best_model_at_end:
+            raise ValueError("--load_best_model_at_end needs validation data: pass --validation_file.")
+        training_args.do_eval = False
+        training_args.eval_strategy = "no"
+    return raw
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run the whole job; returns every metric written to ``all_results.json``."""
     model_args, data_args, training_args = parse_arguments(argv)
@@ -200,20 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with training_args.main_process_first(desc="reading data"):
         raw, files = read_data(data_args, model_args)
         raw, label_list, scheme = prepare_tags(raw, files, data_args.label_list)
-    wanted = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
-    for split in list(raw):
-        if not wanted[split]:
-            del raw[split]
-        elif limits[split] is not None:
-            raw[split] = raw[split].select(range(min(limits[split], len(raw[split]))))
-    if training_args.do_eval and "validation" not in raw:
-        if training_args.do_eval_requested:
-            raise ValueError("--do_eval needs --validation_file (or a dataset with a 'validation' split).")
-        training_args.do_eval = False
-        training_args.eval_strategy = "no"
-        if training_args.load_best_model_at_end:
-            raise ValueError("--load_best_model_at_end needs validation data: pass --validation_file.")
+    raw = select_splits(raw, data_args, training_args)
 
     # Model and tokenizer.
     with training_args.main_process_first(desc="preparing the model"):
