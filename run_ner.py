@@ -211,6 +211,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     check_arguments(data_args, training_args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and training_args.world_size == 1:
+        raise ValueError(
+            f"Launched as one of {os.environ['WORLD_SIZE']} processes, but this process trains alone (each would write "
+            "the same output folder). On CPUs pass --use_cpu (or set ACCELERATE_USE_CPU=true) with accelerate launch."
+        )
     checkpoint = resolve_checkpoint(training_args) if training_args.do_train else None
     set_seed(training_args.seed)
     hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
@@ -270,6 +275,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     push = training_args.push_to_hub  # pushed once at the end, with the model card (not the Trainer's pushes)
     training_args.push_to_hub = False
+    # The Trainer pickles its arguments into training_args.bin (output folder and every checkpoint): keep the
+    # token out of them.
+    hub_token, training_args.hub_token = training_args.hub_token, None
     trainer = build_trainer(
         model,
         training_args,
@@ -328,6 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 "context_size": model.config.context_size,
             },
             push=push,
+            hub_token=hub_token,
         )
         scores = ", ".join(f"{name} F1 {results[f'{prefix}_f1']:.4f}" for name, prefix in (("dev", "eval"), ("test", "predict")) if f"{prefix}_f1" in results)
         logger.info("Done%s. Outputs in %s", f": {scores}" if scores else "", os.path.abspath(training_args.output_dir))

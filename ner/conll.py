@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from datasets.builder import Key
 from datasets.exceptions import DatasetGenerationError
 
 from ner.errors import DataFileError
+from ner.files import atomic_writer
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,23 @@ def _decoded_lines(path: str) -> Iterator[tuple[int, str]]:
                     f"{e.start + skipped} of the line cannot be decoded; re-encode the file as UTF-8, "
                     f"e.g. `iconv -f latin1 -t utf-8 {path} > fixed.txt`",
                 ) from None
-            yield lineno, text.rstrip("\r\n")
+            text = text.rstrip("\n").removesuffix("\r")
+            if "\r" in text:
+                raise DataFileError(
+                    path,
+                    lineno,
+                    f"carriage return (CR) at character {text.index(chr(13)) + 1} inside the line: lines must end "
+                    "with LF or CRLF (old Mac files end with CR alone; convert with `tr '\\r' '\\n'`)",
+                )
+            if "\ufeff" in text:
+                raise DataFileError(
+                    path,
+                    lineno,
+                    f"byte order mark (U+FEFF) at character {text.index(chr(0xFEFF)) + 1} of the line: only the "
+                    "start of a file may hold one; were files concatenated? Remove it, e.g. "
+                    "`sed -i 's/\\xEF\\xBB\\xBF//g' FILE`",
+                )
+            yield lineno, text
 
 
 class _TokenLines:
@@ -340,3 +357,45 @@ def load_conll(
             split, data_files[split], dataset.num_rows, tokens, documents,
         )
     return splits
+
+
+def write_conll(path: str | os.PathLike, sentences: Iterable[Sentence], *, delimiter: str = "\t") -> None:
+    """Write sentences as a CoNLL file that `read_conll(path, delimiter=...)` reads back unchanged.
+
+    One `word<delimiter>tag` line per word, a blank line after each sentence, and a
+    `-DOCSTART-<delimiter>O` line (then a blank line) before each sentence with `doc_start`.
+    Written atomically, so an interrupted write leaves no truncated file. A sentence that would not
+    read back as itself (no words, a word holding the delimiter or a line break, padded with
+    whitespace or starting with U+FEFF, a tag the reader refuses, a line that reads as -DOCSTART-)
+    raises `ValueError` naming the sentence and word, and nothing is written.
+    """
+    if not delimiter or "\n" in delimiter:
+        raise ValueError(f"delimiter must be a non-empty string without a line break, got {delimiter!r}")
+    with atomic_writer(path) as stream:
+        for number, sentence in enumerate(sentences, start=1):
+            where = f"sentence {number} (line {sentence.line})"
+            if not sentence.words or len(sentence.words) != len(sentence.tags):
+                raise ValueError(
+                    f"{where} has {len(sentence.words)} words and {len(sentence.tags)} tags: "
+                    "a sentence needs at least one word, and one tag per word"
+                )
+            if sentence.doc_start:
+                stream.write(f"{DOCSTART}{delimiter}O\n\n")
+            for position, (word, tag) in enumerate(zip(sentence.words, sentence.tags), start=1):
+                line = f"{word}{delimiter}{tag}"
+                if (
+                    not word
+                    or word.startswith("\ufeff")  # read back as a byte order mark
+                    or word != word.strip(_SPACE)
+                    or delimiter in word
+                    or "\n" in word
+                    or delimiter in tag
+                    or not _TAG.fullmatch(tag)
+                    or _SPACE_RUN.split(line.strip(_SPACE), 1)[0] == DOCSTART
+                ):
+                    raise ValueError(
+                        f"{where}, word {position}: {word!r} tagged {tag!r} cannot be written with "
+                        f"delimiter {delimiter!r} and read back as it is"
+                    )
+                stream.write(line + "\n")
+            stream.write("\n")

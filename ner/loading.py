@@ -210,6 +210,11 @@ def load_state_dict(path: Path) -> dict[str, Any]:
 
         state = load_file(path)
     else:
+        logger.warning(
+            "%s is a pickle; reading it with weights_only=True (tensors only, no code runs). Prefer safetensors: "
+            "the staged copy is written as model.safetensors.",
+            path,
+        )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:

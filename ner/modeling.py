@@ -76,6 +76,9 @@ class BertForNer(BertPreTrainedModel):
     """BERT encoder -> dropout -> head (linear or MLP) -> per-token label logits."""
 
     config_class = NerBertConfig
+    # The loss is a mean over this batch's labelled positions; the Trainer must not rescale it by
+    # num_items_in_batch (it would be N times too high under N processes or N accumulation steps).
+    accepts_loss_kwargs = False
 
     def __init__(self, config: NerBertConfig) -> None:
         super().__init__(config)

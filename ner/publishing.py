@@ -58,6 +58,7 @@ def finish_output_dir(
     plots: list[str],
     extra_hyperparameters: dict[str, Any],
     push: bool,
+    hub_token: str | None = None,
 ) -> None:
     """Training curves, ``training_args.json``, the model card; then the push when asked for."""
     curves = plot_training_curves(log_history, Path(output_dir) / "training_curves.png")
@@ -81,7 +82,7 @@ def finish_output_dir(
         url = push_output_dir(
             output_dir,
             training_args.hub_model_id or Path(output_dir).resolve().name,
-            token=training_args.hub_token,
+            token=hub_token,
             private=training_args.hub_private_repo,
             revision=training_args.hub_revision,
         )

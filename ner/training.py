@@ -66,7 +66,56 @@ class NerTrainingArguments(TrainingArguments):
 
 
 def resolve_checkpoint(args: NerTrainingArguments) -> str | None:
-    """The checkpoint to resume from: ``--resume_from_checkpoint PATH|last``; refuse to mix runs silently."""
+    """The checkpoint to resume from: ``--resume_from_checkpoint PATH|last``; refuse to mix runs silently.
+
+    ``last`` is the newest *complete* ``checkpoint-N``: the Trainer writes ``trainer_state.json`` last
+    (after the weights, optimizer, scheduler and RNG states), not atomically, so a folder without a
+    readable one for step N, or without whole model weights, was cut off by a kill and is passed over
+    with a warning. An explicit incomplete PATH is refused (the Trainer would restart at step 0).
+    """
+    import json
+    import re
+    import struct
+    import zipfile
+
+    def incomplete(folder: str, step: int | None) -> str | None:
+        """Why ``folder`` cannot be resumed from, or None when it is a complete checkpoint."""
+        try:
+            with open(os.path.join(folder, "trainer_state.json"), encoding="utf-8") as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return "no trainer_state.json (it is written last: the run stopped while saving)"
+        except (OSError, ValueError) as e:
+            return f"trainer_state.json is unreadable or cut off ({e.__class__.__name__})"
+        found = state.get("global_step") if isinstance(state, dict) else None
+        if step is not None and found != step:
+            return f"trainer_state.json is for step {found}, not {step}"
+        names = os.listdir(folder)
+        # DeepSpeed (global_step*/) and FSDP (pytorch_model_fsdp*) keep sharded weights in their own files.
+        if any(name.startswith(("global_step", "pytorch_model_fsdp")) for name in names):
+            return None
+        weights = [
+            name for name in names if re.fullmatch(r"(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)", name)
+        ]
+        if not weights:
+            return "no model weights (model.safetensors or pytorch_model.bin)"
+        for name in weights:
+            path = os.path.join(folder, name)
+            if name.endswith(".bin"):
+                whole = zipfile.is_zipfile(path)  # torch.save's zip ends with its directory
+            else:
+                try:
+                    with open(path, "rb") as f:
+                        (length,) = struct.unpack("<Q", f.read(8))
+                        header = json.loads(f.read(length))
+                    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+                    whole = os.path.getsize(path) >= 8 + length + end
+                except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError):
+                    whole = False
+            if not whole:
+                return f"{name} is cut off"
+        return None
+
     requested = args.resume_from_checkpoint
     last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     if requested == "last":
@@ -75,10 +124,36 @@ def resolve_checkpoint(args: NerTrainingArguments) -> str | None:
                 f"--resume_from_checkpoint last: no checkpoint-* folder in {args.output_dir}. "
                 "Leave the flag out to start a new run."
             )
-        return last
+        steps = sorted(
+            (int(match.group(1)), name)
+            for name in os.listdir(args.output_dir)
+            if (match := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isdir(os.path.join(args.output_dir, name))
+        )
+        skipped = []
+        for step, name in reversed(steps):
+            folder = os.path.join(args.output_dir, name)
+            reason = incomplete(folder, step)
+            if reason is None:
+                for other, why in skipped:
+                    logger.warning("Skipping %s: incomplete, %s. Resuming from %s; delete %s.", other, why, name, other)
+                return folder
+            skipped.append((name, reason))
+        raise ValueError(
+            f"--resume_from_checkpoint last: no complete checkpoint in {args.output_dir} ("
+            + "; ".join(f"{name}: {why}" for name, why in skipped)
+            + "). Pass --overwrite_output_dir to start again there, or choose another --output_dir."
+        )
     if requested:
         if not os.path.isdir(requested):
             raise ValueError(f"--resume_from_checkpoint {requested}: no such folder.")
+        match = re.fullmatch(r"checkpoint-(\d+)", os.path.basename(os.path.normpath(requested)))
+        reason = incomplete(requested, int(match.group(1)) if match else None)
+        if reason is not None:
+            raise ValueError(
+                f"--resume_from_checkpoint {requested}: not a complete checkpoint, {reason}. Pick an older "
+                "checkpoint-* folder or pass --resume_from_checkpoint last (to start from a model folder's "
+                "weights instead, pass it as --model_name_or_path)."
+            )
         return requested
     if last is not None and args.do_train and not args.overwrite_output_dir:
         raise ValueError(

@@ -122,6 +122,9 @@ def test_push_uploads_the_folder_without_checkpoints_or_tokens(pushed):
     assert not [p for p in uploaded if p.startswith("checkpoint-") or p.endswith("training_args.bin")]
     assert list(out.glob("checkpoint-*")), "the run did write checkpoints; they just are not uploaded"
     assert all(FAKE_TOKEN.encode() not in content for content in calls["contents"].values())
+    on_disk = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "training_args.bin" for p in on_disk)
+    assert not [p for p in on_disk if FAKE_TOKEN.encode() in p.read_bytes()]  # not even in the pickles
     assert all(FAKE_TOKEN not in record.getMessage() for record in records)
 
 
