@@ -117,7 +117,8 @@ class NerPredictor:
         for begin in range(0, len(order), self.batch_size):
             rows = order[begin : begin + self.batch_size]
             width = max(len(examples["input_ids"][r]) for r in rows)
-            width += -width % 8  # a multiple of 8 for tensor cores
+            if self.device.type == "cuda":
+                width += -width % 8  # a multiple of 8 for tensor cores (on a CPU it is only more padding)
             ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
             attention = torch.zeros((len(rows), width), dtype=torch.long)
             first = torch.zeros((len(rows), width), dtype=torch.bool)

@@ -49,6 +49,13 @@ class NerTrainingArguments(TrainingArguments):
         default="auto",
         metadata={"help": "Where to log: 'tensorboard', 'wandb', 'none', ...; 'auto' = tensorboard when installed."},
     )
+    pack_sequences: bool = field(
+        default=True,
+        metadata={
+            "help": "Pack each training batch's sentences into rows with block-diagonal attention instead of padding "
+            "them (same examples, loss and gradients; about 2x faster on CPU). Off by itself with a CRF."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.do_eval_requested = self.do_eval  # before the parent turns it on for eval_strategy
@@ -213,14 +220,30 @@ def build_trainer(
     eval_dataset: Any = None,
     eval_metrics: WordLevelMetrics | None = None,
 ) -> Trainer:
-    collator = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if (args.fp16 or args.bf16) else None)
-    return Trainer(
+    """The Trainer: packed training batches (see ``ner.batching``), length-sorted evaluation, label ids decoded on the device.
+
+    Packing is on unless ``args.pack_sequences`` is False or the model cannot take it (a CRF, an attention
+    kernel without 4D masks); evaluation batches are padded (to a multiple of 8 under fp16/bf16).
+    """
+    from ner.batching import BatchingTrainer, PackingCollator, packing_unsupported
+
+    multiple = 8 if (args.fp16 or args.bf16) else None
+    collator = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=multiple)
+    train_collator = None
+    if train_dataset is not None and args.pack_sequences:
+        reason = packing_unsupported(model, args)
+        if reason:
+            logger.info("Training batches are padded, not packed: %s.", reason)
+        else:
+            train_collator = PackingCollator(tokenizer.pad_token_id, model.config._attn_implementation, multiple)
+    return BatchingTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         data_collator=collator,
+        train_collator=train_collator,
         compute_metrics=eval_metrics,
         preprocess_logits_for_metrics=LabelDecoder(model),
     )
