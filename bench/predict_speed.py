@@ -4,7 +4,10 @@
 
 Without --model, a MiniLM token classifier (random head; speed does not depend on the weights' values)
 is written to a temporary folder. Sentences are CoNLL-2003 test sentences; the pipeline gets them as
-text (words joined by spaces), we get both the words and the same text. Prints one JSON line per run.
+text (words joined by spaces), we get both the words and the same text. Our predictor runs at its default
+precision (float32 on a CPU, bf16 on a GPU) and at the other one (bf16 on a CPU, float32 on a GPU); the
+share of words tagged alike by the two, and each run's strict test F1 against the file's gold tags (IOB1
+turned into IOB2; meaningful for a trained --model) are reported. Prints one JSON line per run.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def main() -> None:
 
     from ner.conll import read_conll
     from ner.inference import NerPredictor
+    from ner.metrics import entity_scores
+    from ner.schemes import to_iob2
 
     scratch = tempfile.TemporaryDirectory()
     if args.model is None:
@@ -55,13 +60,17 @@ def main() -> None:
         AutoTokenizer.from_pretrained(minilm).save_pretrained(scratch.name)
         args.model = scratch.name
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    sentences = [s.words for s in read_conll(args.data)][: args.sentences]
+    gold_sentences = list(read_conll(args.data))[: args.sentences]
+    sentences = [s.words for s in gold_sentences]
+    gold = [to_iob2(s.tags) for s in gold_sentences]
     texts = [" ".join(words) for words in sentences]
     rows = []
 
-    def record(name: str, seconds: float) -> None:
+    def record(name: str, seconds: float, tagged=None) -> None:
         row = {"run": name, "sentences": len(sentences), "seconds": round(seconds, 2),
                "sentences_per_second": round(len(sentences) / seconds, 1)}
+        if tagged is not None:  # strict entity F1 against the file's gold tags (meaningful for a trained --model)
+            row["test_f1"] = round(entity_scores(gold, [t.tags for t in tagged], "IOB2")["f1"], 4)
         print(json.dumps(row), flush=True)
         rows.append(row)
 
@@ -69,14 +78,26 @@ def main() -> None:
     tagger(texts[:8])  # warm-up
     for batch_size in (1, 64):
         record(f"pipeline simple, batch {batch_size}", timed(lambda: list(tagger(texts, batch_size=batch_size))))
-    predictor = NerPredictor(args.model, device=device, batch_size=64)
-    predictor.tag(sentences[:8])  # warm-up
-    record("NerPredictor.tag (words), batch 64", timed(predictor.tag, sentences))
-    record("NerPredictor.predict_text (text to entity spans), batch 64", timed(predictor.predict_text, texts))
+    precisions = ["auto", "bfloat16"] if device == "cpu" else ["auto", "float32"]
+    tagged_by = {}
+    for dtype in precisions:
+        predictor = NerPredictor(args.model, device=device, batch_size=64, dtype=dtype)
+        predictor.tag(sentences[:8])  # warm-up
+        label = f"{dtype}: {predictor.autocast or torch.float32}".replace("torch.", "")
+        result = {}
+        record(f"NerPredictor.tag (words), batch 64, {label}",
+               timed(lambda: result.setdefault("tagged", predictor.tag(sentences))), result["tagged"])
+        tagged_by[dtype] = result["tagged"]
+        record(f"NerPredictor.predict_text (text to entity spans), batch 64, {label}", timed(predictor.predict_text, texts))
+    first, second = (tagged_by[d] for d in precisions)
+    words = sum(len(w) for w in sentences)
+    agreement = sum(a == b for x, y in zip(first, second) for a, b in zip(x.tags, y.tags)) / words
+    print(json.dumps({"word_tag_agreement": {"between": precisions, "fraction": round(agreement, 5)}}), flush=True)
     setup = {"model": args.model if scratch.name != args.model else "MiniLM (random head)", "device": device,
              "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
              "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None}
-    args.out.write_text(json.dumps({"setup": setup, "results": rows}, indent=1) + "\n")
+    report = {"setup": setup, "results": rows, "word_tag_agreement": {"between": precisions, "fraction": round(agreement, 5)}}
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

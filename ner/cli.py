@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--max_seq_length", type=int, default=None, help="sub-tokens per window (default: the model's limit)")
     predict.add_argument("--stride", type=int, default=None, help="sub-tokens shared by neighbouring windows")
     predict.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    predict.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="GPU precision")
+    predict.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="precision: auto = bf16 (else fp16) on a GPU, float32 on a CPU; bfloat16 also on a CPU")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
 

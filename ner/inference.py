@@ -91,11 +91,17 @@ class NerPredictor:
         self.autocast = self._autocast_dtype(dtype)
 
     def _autocast_dtype(self, dtype: str) -> torch.dtype | None:
-        if dtype == "float32" or self.device.type != "cuda":
-            return None
-        if dtype == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        """Mixed precision: ``auto`` is bf16 (else fp16) on a GPU and float32 on a CPU, where bf16 is opt-in."""
+        choices = {"auto": None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if dtype not in choices:
+            raise ValueError(f"dtype must be one of {', '.join(choices)}, not {dtype!r}.")
+        if self.device.type == "cuda":
+            if dtype == "auto":
+                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return choices[dtype]
+        if dtype == "float16":
+            raise ValueError("float16 is for GPUs; on a CPU use dtype='bfloat16' (fast where the CPU has bf16 instructions) or float32.")
+        return choices[dtype]
 
     @torch.inference_mode()
     def tag(self, sentences: Sequence[Sequence[str]], documents: Sequence[int] | None = None) -> list[Tagged]:

@@ -123,3 +123,20 @@ def test_bad_jsonl_line_names_file_and_line(trained, tmp_path):
     with pytest.raises(DataFileError, match=r"bad\.jsonl:2: \"words\" must be a list of strings"):
         cli_main(["predict", "--model", str(trained), "--input", str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
+
+
+def test_cpu_precision_choices(trained, predictor):
+    import torch
+
+    words = [s.words for s in read_conll(DEMO_DATA / "test.txt")][:40]
+    assert NerPredictor(str(trained), device="cpu", dtype="auto").autocast is None  # float32 unless asked
+    bf16 = NerPredictor(str(trained), device="cpu", dtype="bfloat16", batch_size=8)
+    assert bf16.autocast is torch.bfloat16
+    full, half = predictor.tag(words), bf16.tag(words)
+    assert [len(t.tags) for t in half] == [len(w) for w in words]
+    same = sum(a == b for x, y in zip(full, half) for a, b in zip(x.tags, y.tags))
+    assert same / sum(len(w) for w in words) > 0.9  # bf16 rounds the logits, it does not scramble them
+    with pytest.raises(ValueError, match="float16 is for GPUs"):
+        NerPredictor(str(trained), device="cpu", dtype="float16")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        NerPredictor(str(trained), device="cpu", dtype="fp8")
