@@ -40,7 +40,7 @@ def run(
 ) -> list[dict]:
     rows = []
     for name, extra in VARIANTS.items():
-        if only and not any(name.startswith(prefix) for prefix in only):
+        if only and not any(name == prefix or (prefix not in VARIANTS and name.startswith(prefix)) for prefix in only):
             continue
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
@@ -72,7 +72,7 @@ if __name__ == "__main__":
     parser.add_argument("--train_samples", type=int, default=4000)
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--only", nargs="*", help="run only the variants whose names start with these")
+    parser.add_argument("--only", nargs="*", help="run only these variants (a full name, or the start of names)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "heads.json")
     parser.add_argument("--keep", type=Path, default=None, help="keep each variant's output folder under this folder")
     parser.add_argument("--extra_args", default="", help='run_ner arguments added to every variant, e.g. "--bf16 --use_cpu"')
