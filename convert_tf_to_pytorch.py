@@ -5,9 +5,12 @@
     python convert_tf_to_pytorch.py --tf_checkpoint biobert_v1.1_pubmed/model.ckpt-1000000 \\
         --bert_config biobert_v1.1_pubmed/bert_config.json --vocab biobert_v1.1_pubmed/vocab.txt --output_dir out
     python convert_tf_to_pytorch.py biobert_v1.1_pubmed --list               # variables, shapes, dtypes
+    python convert_tf_to_pytorch.py my_ner_run --label_list labels.txt       # fine-tuned: keeps the classifier
 
 The output folder (config.json, model.safetensors, tokenizer files, README.md) loads with
-``from_pretrained`` and ``run_ner.py --model_name_or_path``. The work is done in ``ner.tf_conversion``.
+``from_pretrained`` and ``run_ner.py --model_name_or_path``. A fine-tuned checkpoint (BioBERT's run_ner,
+Google's run_classifier) becomes a ``BertForTokenClassification`` folder with its classifier. The work is
+done in ``ner.tf_conversion``.
 """
 
 from __future__ import annotations
@@ -43,9 +46,21 @@ class ConversionArguments:
             "pieces or the folder name says cased, else true)."
         },
     )
+    label_list: str | None = field(
+        default=None,
+        metadata={
+            "help": "For a fine-tuned checkpoint (output_weights/output_bias): a file naming the classifier's outputs, "
+            "one label per line in output order (default: LABEL_0, LABEL_1, ...). Fine-tuned checkpoints need no "
+            "other flag: the classifier is kept and the folder loads as BertForTokenClassification."
+        },
+    )
     allow_missing: bool = field(
         default=False,
-        metadata={"help": "Convert even if BertForPreTraining weights are absent (fine-tuned, without cls/ heads)."},
+        metadata={
+            "help": "Convert even if BertForPreTraining weights are missing (e.g. an encoder-only export without the "
+            "pooler or cls/ heads); they are random when loaded. Not needed for a fine-tuned checkpoint: one with "
+            "an output_weights/output_bias classifier converts without it."
+        },
     )
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace --output_dir if it exists."})
     list_variables: bool = field(
@@ -143,16 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     summary = convert_tf_checkpoint(
         prefix, config, vocab, output,
         do_lower_case=args.do_lower_case,
+        label_list=args.label_list,
         allow_missing=args.allow_missing,
         overwrite=args.overwrite_output_dir,
         verify_checksums=not args.skip_checksums,
         progress=True,
     )
     skipped = ", ".join(f"{count} {what}" for what, count in summary.skipped.items()) or "nothing"
-    missing = f"; {len(summary.missing)} missing (random when loaded)" if summary.missing else ""
+    missing = f"; {len(summary.missing)} missing (random when loaded)" if summary.missing and not summary.labels else ""
+    classifier = f"; a token classifier over {' '.join(summary.labels)}" if summary.labels else ""
     print(
         f"Wrote {summary.output_dir} in {summary.seconds:.1f} s: {summary.tensors} tensors, {summary.parameters:,} "
-        f"parameters, do_lower_case={summary.do_lower_case}; skipped {skipped}{missing}"
+        f"parameters, do_lower_case={summary.do_lower_case}{classifier}; skipped {skipped}{missing}"
     )
     return 0
 

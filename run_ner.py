@@ -21,11 +21,12 @@ import transformers
 from transformers import HfArgumentParser, set_seed
 
 from ner.alignment import require_fast_tokenizer, tokenize_splits
+from ner.checkpoints import resolve_checkpoint, start_run
 from ner.loading import check_vocabulary, load_tokenizer, prepare_model_source
 from ner.modeling import load_model
 from ner.publishing import finish_output_dir, write_split_outputs
-from ner.schemes import prepare_tags
-from ner.training import NerTrainingArguments, WordLevelMetrics, build_trainer, evaluate_split, resolve_checkpoint
+from ner.schemes import check_predictable, prepare_tags
+from ner.training import NerTrainingArguments, WordLevelMetrics, build_trainer, evaluate_split
 
 logger = logging.getLogger("run_ner")
 
@@ -75,6 +76,14 @@ class ModelArguments:
             "e.g. no I-X after O). Settings left out come from a fine-tuned model's own config."
         },
     )
+    new_classifier: bool = field(
+        default=False,
+        metadata={
+            "help": "Discard the trained classifier (and CRF) of a fine-tuned --model_name_or_path and train a new one "
+            "for the data's labels; only the encoder is kept. Without it, a fine-tuned model keeps its own labels, "
+            "training data with other tags is refused, and evaluation tags it cannot predict count as misses."
+        },
+    )
 
 
 @dataclass
@@ -102,7 +111,11 @@ class DataArguments:
         },
     )
     label_all_tokens: bool = field(
-        default=False, metadata={"help": "Train on every sub-token of a word (B- becomes I- after the first), not just the first."}
+        default=False,
+        metadata={
+            "help": "Train on every sub-token of a word (its later pieces labelled I-TYPE), not just the first. Training "
+            "data only: evaluation and prediction read one position per word. Not with a CRF."
+        },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training sentences."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation sentences."})
@@ -248,11 +261,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         decoding=model_args.decoding,
         tag_scheme=scheme,
         context_size=data_args.context_size,
+        new_classifier=model_args.new_classifier,
         **hub_kwargs,
     )
     check_vocabulary(tokenizer, model.config.vocab_size, source.tokenizer)
     label_list = [model.config.id2label[i] for i in range(model.config.num_labels)]
     id2label = dict(enumerate(label_list))
+    scheme = model.config.tag_scheme
+    check_predictable(raw, files, label_list, model_args.model_name_or_path)
+    if data_args.label_all_tokens and model.config.use_crf:
+        raise ValueError(
+            "--label_all_tokens does not go with a CRF: the CRF scores one tag path per sentence, read at each "
+            "word's first sub-token. Leave out --label_all_tokens (or --use_crf)."
+        )
     model_limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     max_seq_length = data_args.max_seq_length or min(model_limit, 512)
     if max_seq_length > model_limit:
@@ -286,6 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         eval_dataset=tokenized.get("validation"),
         eval_metrics=metrics_for("validation") if "validation" in tokenized else None,
     )
+    trainer.add_callback(start_run(training_args, checkpoint))  # run id in run_id.txt and every checkpoint
     results: dict[str, float] = {}
     plots: list[str] = []
     if training_args.do_train:
@@ -322,7 +344,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             training_args=training_args,
             log_history=trainer.state.log_history,
             base_model=model_args.model_name_or_path,
-            datasets=[data_args.dataset_name] if data_args.dataset_name else list(files.values()),
+            data_files={split: data_args.dataset_name or files[split] for split in raw},
+            trained=training_args.do_train,
             label_list=label_list,
             scheme=scheme,
             results=results,

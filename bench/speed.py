@@ -21,8 +21,9 @@ ner.conll.read_conll, IOB1 turned into IOB2 with ner.schemes.to_iob2. The ``ours
 run_ner.main; ``ours-before`` and ``ours-packed`` switch this work's changes off on its Trainer to measure
 them one at a time. Neither recipe evaluates nor checkpoints during training (the example's save_steps=500
 would checkpoint twice in GPU mode), so that the training figures are of training; both save the model,
-then score the dev and test sentences (strict seqeval, IOB2; the stock run's lenient seqeval F1, what the
-example reports, too).
+then score the dev and test sentences: F1 conlleval-compatible for both (what the example reports: seqeval's
+default mode), and seqeval strict (IOB2) beside it. Reports saved before the switch to conlleval-compatible
+F1 hold strict ``dev_f1``/``test_f1`` and the stock run's ``*_lenient_f1``.
 
 Figures per run: train samples/s and real (non-padding) sub-tokens/s over the Trainer's train_runtime;
 fed_token_ratio and eval_fed_token_ratio (sub-token positions computed / real ones: the padding overhead);
@@ -257,8 +258,8 @@ def run_stock(
         predicted = [[p for p, _ in sentence] for sentence in pairs]
         gold = [[l for _, l in sentence] for sentence in pairs]
         return {
-            "f1": f1_score(gold, predicted, mode="strict", scheme=IOB2),
-            "lenient_f1": f1_score(gold, predicted),  # what the example reports (evaluate's seqeval)
+            "f1": f1_score(gold, predicted),  # conlleval-compatible: what the example reports (evaluate's seqeval)
+            "strict_f1": f1_score(gold, predicted, mode="strict", scheme=IOB2),
         }
 
     args = TrainingArguments(
@@ -300,8 +301,8 @@ def run_stock(
         "predict_runtime": predict["test_runtime"],
         "dev_f1": evaluation["eval_f1"],
         "test_f1": predict["test_f1"],
-        "dev_lenient_f1": evaluation["eval_lenient_f1"],
-        "test_lenient_f1": predict["test_lenient_f1"],
+        "dev_strict_f1": evaluation["eval_strict_f1"],
+        "test_strict_f1": predict["test_strict_f1"],
         "config": net.config,
         "num_labels": len(label_list),
         "lengths": [len(ids) for ids in encoded["train"]["input_ids"]],
@@ -369,6 +370,8 @@ def run_ours(model: str, data: Path, limits: dict[str, int | None], common: dict
         "predict_runtime": results["predict_runtime"],
         "dev_f1": results["eval_f1"],
         "test_f1": results["predict_f1"],
+        "dev_strict_f1": results["eval_f1_strict"],
+        "test_strict_f1": results["predict_f1_strict"],
         "config": trainer.model.config,
         "num_labels": trainer.model.config.num_labels,
         "lengths": example_lengths(trainer.train_dataset),
@@ -421,10 +424,9 @@ def run_one(variant: Variant, model_name: str, model: str, data: Path, limits: d
         **memory.figures(),
         "dev_f1": round(result["dev_f1"], 4),
         "test_f1": round(result["test_f1"], 4),
+        "dev_strict_f1": round(result["dev_strict_f1"], 4),
+        "test_strict_f1": round(result["test_strict_f1"], 4),
     }
-    if variant.stock:
-        row["dev_lenient_f1"] = round(result["dev_lenient_f1"], 4)
-        row["test_lenient_f1"] = round(result["test_lenient_f1"], 4)
     peak = gpu_peak_flops()
     if peak:
         span = float((lengths**2).sum() / lengths.sum())  # mean attention span of a real token
@@ -554,8 +556,9 @@ def markdown_table(report: dict[str, Any]) -> str:
             cells = []
             for key, _ in columns:
                 value = row.get(key)
-                if key in ("dev_f1", "test_f1") and row.get(key.replace("_f1", "_lenient_f1")) is not None:
-                    value = f"{value} ({row[key.replace('_f1', '_lenient_f1')]} lenient)"
+                for other in ("strict", "lenient"):  # reports before the switch: strict F1, the stock run's lenient
+                    if key in ("dev_f1", "test_f1") and row.get(key.replace("_f1", f"_{other}_f1")) is not None:
+                        value = f"{value} ({row[key.replace('_f1', f'_{other}_f1')]} {other})"
                 cells.append("" if value is None else str(value))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

@@ -2,8 +2,10 @@
 
 Each sentence is tokenised word by word (``word_ids()`` from a fast tokenizer). The first sub-token
 of each word carries the word's label; the others get ``IGNORE_INDEX`` (or, with ``label_all_tokens``,
-the word's label with ``B-`` turned into ``I-``); special tokens, context and padding always get
-``IGNORE_INDEX``.
+training data only, the word's type as ``I-TYPE``: inside an entity, never opening one); special
+tokens, context and padding always get ``IGNORE_INDEX``. Evaluation data is always labelled at first
+sub-tokens only, so that decoding (argmax, constrained, CRF) reads exactly one position per word, as the
+predictor does.
 
 Nothing is truncated. A sentence longer than ``max_seq_length - 2`` sub-tokens is cut into
 overlapping windows (``stride`` sub-tokens shared by neighbours); every word starts in at least one
@@ -15,7 +17,9 @@ model sees but is not trained or scored on.
 Per example (window) the columns are ``input_ids``, ``attention_mask``, ``token_type_ids``,
 ``labels`` (when tags are given), ``sentence_index`` (row of the sentence in the batch), and per word of
 that sentence ``word_positions`` (index of its first sub-token in this example, or -1) and
-``word_margins`` (its distance from the nearest window edge, or -1). A word with no sub-token at all
+``word_margins`` (its distance from the nearest window edge, or -1), and ``opens_sentence`` /
+``closes_sentence``: whether the window holds the sentence's first / last sub-token (the CRF applies its
+sentence-start and -end scores only there). A word with no sub-token at all
 (only characters the tokenizer drops, such as U+200B) has -1 everywhere and is predicted ``O``.
 """
 
@@ -27,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ner.modeling import IGNORE_INDEX
-from ner.schemes import join_tag, split_tag
+from ner.schemes import OUTSIDE, join_tag, split_tag
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +48,16 @@ def require_fast_tokenizer(tokenizer: Any, name: str) -> None:
 
 
 def continuation_labels(label_list: list[str]) -> list[int]:
-    """Label id for the non-first sub-tokens of a word, by the word's label id (B-X -> I-X)."""
+    """Label id for the non-first sub-tokens of a word, by the word's label id: ``I-X`` for any tag of type X.
+
+    A continuation piece is inside its word's entity and never opens or closes one, in every scheme
+    (B-X, E-X, S-X, L-X, U-X -> I-X); ``O`` stays ``O``. Where the list has no ``I-X`` the tag is kept.
+    """
     index = {label: i for i, label in enumerate(label_list)}
     result = []
     for i, label in enumerate(label_list):
         prefix, entity_type = split_tag(label)
-        result.append(index.get(join_tag("I", entity_type), i) if prefix == "B" else i)
+        result.append(index.get(join_tag("I", entity_type), i) if prefix != OUTSIDE else i)
     return result
 
 
@@ -97,7 +105,17 @@ def encode_sentences(
     stride = budget // 4 if stride is None else stride
     encoded = tokenizer([list(w) for w in words], is_split_into_words=True, add_special_tokens=False, verbose=False)
     pieces = [list(ids) for ids in encoded["input_ids"]]
-    columns: dict[str, list] = {key: [] for key in ("input_ids", "attention_mask", "token_type_ids", "sentence_index", "word_positions", "word_margins")}
+    columns: dict[str, list] = {
+        key: []
+        for key in (
+            "input_ids", "attention_mask", "token_type_ids", "sentence_index", "word_positions", "word_margins",
+            "opens_sentence", "closes_sentence",
+        )
+    }
+    # A tag outside the label list (a fine-tuned model reused on data with other types; training data is
+    # checked before, see ner.schemes.check_predictable) is encoded as O: its word is still decoded, and
+    # the score counts it as missed from the gold tags.
+    fallback = label2id.get(OUTSIDE, IGNORE_INDEX) if label2id is not None else IGNORE_INDEX
     if tags is not None:
         columns["labels"] = []
     for row, sentence_words in enumerate(words):
@@ -108,9 +126,11 @@ def encode_sentences(
                 first[word] = index
         piece_labels = None
         if tags is not None:
-            word_labels = [label2id[tag] for tag in tags[row]]
+            word_labels = [label2id.get(tag, fallback) for tag in tags[row]]
             piece_labels = [
-                word_labels[word] if first[word] == index else (continuation[word_labels[word]] if label_all_tokens else IGNORE_INDEX)
+                word_labels[word]
+                if first[word] == index
+                else (continuation[word_labels[word]] if label_all_tokens and word_labels[word] >= 0 else IGNORE_INDEX)
                 for index, word in enumerate(word_of_piece)
             ]
         windows = plan_windows(len(pieces[row]), budget, stride)
@@ -126,6 +146,8 @@ def encode_sentences(
             columns["attention_mask"].append([1] * len(ids))
             columns["token_type_ids"].append([0] * len(ids))
             columns["sentence_index"].append(row)
+            columns["opens_sentence"].append(start == 0)
+            columns["closes_sentence"].append(end == len(pieces[row]))
             inside = [start <= p < end for p in first]
             columns["word_positions"].append([p + offset if ok else NO_POSITION for p, ok in zip(first, inside)])
             columns["word_margins"].append([min(p - start, end - 1 - p) if ok else NO_POSITION for p, ok in zip(first, inside)])
@@ -146,7 +168,10 @@ def tokenize_splits(
     label_all_tokens: bool = False,
     files: dict[str, str] | None = None,
 ):
-    """Encode every split of a DatasetDict (whole split per batch, so context can reach neighbours)."""
+    """Encode every split of a DatasetDict (whole split per batch, so context can reach neighbours).
+
+    ``label_all_tokens`` applies to the ``train`` split only (see the module docstring).
+    """
     label2id = {label: i for i, label in enumerate(label_list)}
     continuation = continuation_labels(label_list)
     tokenized = {}
@@ -165,7 +190,7 @@ def tokenize_splits(
                 stride=stride,
                 tags=batch["tags"],
                 label2id=label2id,
-                label_all_tokens=label_all_tokens,
+                label_all_tokens=label_all_tokens and split == "train",
                 continuation=continuation,
                 documents=batch["document_id"],
                 context_size=use_context,

@@ -1,10 +1,18 @@
 """``python -m ner predict``: tag CoNLL, JSON-lines or raw-text files with a trained folder, streaming.
 
-    python -m ner predict --model out --input news.txt --output news.jsonl         # raw text, a document per line
+    python -m ner predict --model out --input news.txt --output news.jsonl         # raw text, a line per input
     python -m ner predict --model out --input test.conll --output test.pred.conll   # words (and gold) in CoNLL
 
-Input is read and written in chunks (``--chunk_size`` sentences), so memory stays bounded whatever the
-file size; within a chunk examples are batched by length.
+The input format comes from ``--input_format``, else from the extension (.conll/.tsv/..., .jsonl/.json),
+else from the first non-blank lines: CoNLL token lines or ``-DOCSTART-``, JSON objects, or prose; when
+those do not tell, the command stops and asks for ``--input_format``.
+
+Documents, for a model trained with document context (``context_size`` > 0): CoNLL ``-DOCSTART-``
+lines; in JSON lines, consecutive records with the same ``"document_id"`` (a record without one is a
+document of its own); in raw text, the lines of a paragraph (a blank line ends a document; with
+``--text_per_file`` the file is one input, windowed with overlap). Input is read and written in chunks
+(``--chunk_size`` inputs; with context, cut only where a document ends), so memory stays bounded
+whatever the file size; within a chunk examples are batched by length.
 """
 
 from __future__ import annotations
@@ -12,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,75 +32,254 @@ from ner.errors import DataFileError
 logger = logging.getLogger(__name__)
 
 FORMATS = ("conll", "jsonl", "text")
+EXTENSIONS = {
+    ".jsonl": "jsonl", ".json": "jsonl",
+    ".conll": "conll", ".conll03": "conll", ".conllu": "conll", ".iob": "conll", ".bio": "conll", ".tsv": "conll",
+}
+DOCUMENT_FIELD = "document_id"  # JSON lines: consecutive records with the same value form one document
+SNIFF_LINES = 20  # non-blank lines looked at to tell the format of a file whose extension does not
+SNIFF_LINE_BYTES = 1 << 20  # a longer line is looked at by its start only
+_BOM = b"\xef\xbb\xbf"
 
 
-def guess_format(path: str) -> str:
+@dataclass
+class Record:
+    """One input to tag (a CoNLL sentence, a text line or file, a JSON object) and what its output needs."""
+
+    id: Any
+    words: list[str]
+    text: str | None = None  # raw text the words were split from; entity offsets index it
+    offsets: list[tuple[int, int]] | None = None  # each word's (start, end) in ``text``
+    gold: list[str] | None = None  # CoNLL input with a tag column
+    document: int | None = None  # records with the same number in a row are one document; None: no document
+    doc_start: bool = False  # the first record of a document (a chunk may end before it)
+    document_id: Any = None  # the JSON record's own document_id, echoed in the output
+
+
+# --- the input format ---------------------------------------------------------------------------
+
+
+def _sniff_lines(path: str) -> list[tuple[str, bool]]:
+    """Up to SNIFF_LINES non-blank lines from the start of the file, each with whether it was read whole."""
+    lines: list[tuple[str, bool]] = []
+    with open(path, "rb") as stream:
+        raw = stream.readline(SNIFF_LINE_BYTES).removeprefix(_BOM)
+        while raw and len(lines) < SNIFF_LINES:
+            whole = raw.endswith(b"\n") or len(raw) < SNIFF_LINE_BYTES
+            # Undecodable bytes do not change the shape of a line; the reader reports them with path:line.
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if text.strip():
+                lines.append((text, whole))
+            if not whole:
+                break  # the rest of a very long line would read as more lines
+            raw = stream.readline(SNIFF_LINE_BYTES)
+    return lines
+
+
+def _is_json_object(text: str, whole: bool) -> bool:
+    if not text.lstrip().startswith("{"):
+        return False
+    if not whole:
+        return True  # too long to parse here; the JSON reader checks it
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def sniff_format(path: str) -> tuple[str | None, str]:
+    """The format the first non-blank lines show (None when they do not tell), and why."""
+    from ner.conll import DOCSTART, is_tag
+
+    lines = _sniff_lines(path)
+    if not lines:
+        return "text", "it holds no text"
+    n = len(lines)
+    json_lines = sum(_is_json_object(text, whole) for text, whole in lines)
+    if json_lines == n:
+        return "jsonl", f"its first {n} non-blank lines are JSON objects"
+    if json_lines:
+        return None, f"{json_lines} of its first {n} non-blank lines are JSON objects, the others are not"
+    if any(text.split(maxsplit=1)[0].lstrip("\ufeff") == DOCSTART for text, _ in lines):
+        return "conll", "it has -DOCSTART- lines"
+    # A tab inside the line separates columns; one that only indents prose does not.
+    tabbed = [text.strip().split("\t") for text, _ in lines if "\t" in text.strip()]
+    if tabbed:
+        if len(tabbed) < n or len({len(row) for row in tabbed}) > 1:
+            return None, "some of its first lines are tab-separated, but not all with the same number of columns"
+        fields = [[field.strip() for field in row] for row in tabbed]
+        if all(is_tag(row[-1]) for row in fields):
+            return "conll", "its first lines are tab-separated columns ending in a tag"
+        if any(" " in field for row in fields for field in row):
+            return None, "its first lines are tab-separated, but with spaces inside columns and no tag column"
+        return "conll", "its first lines are tab-separated columns (no tag column: read without gold tags)"
+    rows = [text.split() for text, _ in lines]
+    if all(len(row) == 1 for row in rows):
+        return None, "its first lines hold one word each: CoNLL words without tags, or one-word text lines?"
+    tagged = [row for row in rows if len(row) > 1 and is_tag(row[-1])]
+    if len(tagged) == n and n > 1 and len({len(row) for row in rows}) == 1:
+        return "conll", f"its first {n} lines are {len(rows[0])} space-separated columns ending in a tag"
+    if 2 * len(tagged) >= n:
+        return None, f"{len(tagged)} of its first {n} non-blank lines end in a word that reads as a tag (O, B-X, ...)"
+    return "text", "its first lines are neither CoNLL token lines nor JSON objects"
+
+
+def detect_format(path: str, input_format: str | None = None, *, text_per_file: bool = False) -> str:
+    """The input format: as given, else from the extension, else from the content; logged with the reason."""
+    if input_format is not None:
+        if input_format not in FORMATS:
+            raise ValueError(f"input_format must be one of {', '.join(FORMATS)}, not {input_format!r}")
+        if text_per_file and input_format != "text":
+            raise ValueError(f"--text_per_file is for raw text; it cannot be used with --input_format {input_format}")
+        return input_format
     suffix = Path(path).suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return "jsonl"
-    if suffix in (".conll", ".conll03", ".iob", ".bio", ".tsv"):
-        return "conll"
-    return "text"
+    if text_per_file:
+        found, why = "text", "--text_per_file"
+    elif suffix in EXTENSIONS:
+        found, why = EXTENSIONS[suffix], f"the extension {suffix}"
+    else:
+        found, why = sniff_format(path)
+        if found is None:
+            raise DataFileError(
+                path, None, f"cannot tell the input format from the extension ({suffix or 'none'}) or the content: "
+                f"{why}; give --input_format conll, jsonl or text",
+            )
+        why = f"its content ({why})"
+    logger.info("%s: reading as %s, from %s", path, found, why)
+    return found
 
 
-def read_records(path: str, input_format: str, *, text_per_file: bool = False) -> Iterator[dict[str, Any]]:
-    """Records with ``words`` (and ``gold``, ``text``/``offsets``, ``id``, ``document_id``, ``doc_start``)."""
+# --- reading --------------------------------------------------------------------------------------
+
+
+def _not_utf8(path: str, line: int, data: bytes, error: UnicodeDecodeError, offset: int) -> DataFileError:
+    return DataFileError(
+        path, line, f"the file is not UTF-8: byte 0x{data[error.start]:02x} at byte offset {offset} of the line cannot "
+        f"be decoded; re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path} > fixed.txt`",
+    )
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file; lines end in LF, CRLF or CR, as Python's universal newlines."""
+    number = 0
+    with open(path, "rb") as stream:
+        for raw in stream:
+            if number == 0:
+                raw = raw.removeprefix(_BOM)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise _not_utf8(path, number + 1, raw, error, error.start) from None
+            for piece in text.removesuffix("\n").removesuffix("\r").split("\r"):
+                number += 1
+                yield number, piece
+
+
+def _conll_records(path: str) -> Iterator[Record]:
+    from ner.conll import read_conll
+
+    # As in training, a file without -DOCSTART- lines gets no document context.
+    has_documents = False
+    for sentence in read_conll(path, tags_optional=True):
+        has_documents = has_documents or sentence.doc_start
+        yield Record(id=f"{path}:{sentence.line}", words=sentence.words, gold=sentence.tags,
+                     document=sentence.document_id if has_documents else None, doc_start=sentence.doc_start)
+
+
+def _text_records(path: str, text_per_file: bool) -> Iterator[Record]:
     from ner.inference import split_words
 
-    if input_format == "conll":
-        from ner.conll import read_conll
-
-        for sentence in read_conll(path):
-            yield {"words": sentence.words, "gold": sentence.tags, "document_id": sentence.document_id,
-                   "doc_start": sentence.doc_start, "id": f"{path}:{sentence.line}"}
+    if text_per_file:
+        data = Path(path).read_bytes().removeprefix(_BOM)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line_start = data.rfind(b"\n", 0, error.start) + 1
+            raise _not_utf8(path, data.count(b"\n", 0, error.start) + 1, data, error, error.start - line_start) from None
+        words, offsets = split_words(text)
+        yield Record(id=path, words=words, text=text, offsets=offsets, document=0)
         return
-    with open(path, encoding="utf-8-sig", newline="") as stream:
-        if input_format == "text" and text_per_file:
-            text = stream.read()
+    document, starts = 0, True
+    for number, line in _lines(path):
+        if not line.strip():
+            if not starts:
+                document += 1  # a blank line ends the document (the paragraph)
+            starts = True
+            continue
+        words, offsets = split_words(line)
+        yield Record(id=number, words=words, text=line, offsets=offsets, document=document, doc_start=starts)
+        starts = False
+
+
+def _jsonl_records(path: str) -> Iterator[Record]:
+    from ner.inference import split_words
+
+    document, previous = -1, None
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataFileError(path, number, f"not valid JSON ({error.msg} at column {error.colno}); expected "
+                                'one object per line, e.g. {"words": ["a", "b"]} or {"text": "a b"}') from None
+        if not isinstance(record, dict) or not ({"words", "text"} & set(record)):
+            raise DataFileError(path, number, 'expected an object with "words" (a list of strings) or "text".')
+        text, offsets = None, None
+        if "words" in record:
+            words = record["words"]
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise DataFileError(path, number, '"words" must be a list of strings.')
+        elif isinstance(record["text"], str):
+            text = record["text"]
             words, offsets = split_words(text)
-            yield {"text": text, "words": words, "offsets": offsets, "id": path, "document_id": 0, "doc_start": False}
-            return
-        for number, line in enumerate(stream, start=1):
-            line = line.rstrip("\r\n") if input_format == "text" else line
-            if not line.strip():
-                continue
-            if input_format == "text":
-                words, offsets = split_words(line)
-                yield {"text": line, "words": words, "offsets": offsets, "id": number, "document_id": number, "doc_start": False}
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFileError(path, number, f"not valid JSON ({error.msg} at column {error.colno}).") from None
-            if not isinstance(record, dict) or not ({"words", "text"} & set(record)):
-                raise DataFileError(path, number, 'expected an object with "words" (a list of strings) or "text".')
-            if "words" in record:
-                words = record["words"]
-                if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-                    raise DataFileError(path, number, '"words" must be a list of strings.')
-                offsets = None
-            else:
-                words, offsets = split_words(str(record["text"]))
-            yield {**record, "words": words, "offsets": offsets, "id": record.get("id", number),
-                   "document_id": record.get("document_id", number), "doc_start": False}
+        else:
+            raise DataFileError(path, number, f'"text" must be a string, found {type(record["text"]).__name__}.')
+        key = record.get(DOCUMENT_FIELD)
+        if key is not None and (isinstance(key, bool) or not isinstance(key, (str, int, float))):
+            raise DataFileError(path, number, f'"{DOCUMENT_FIELD}" must be a string or a number, found '
+                                f"{json.dumps(key)[:40]}; records with the same value in a row form one document")
+        starts = key is not None and (previous is None or key != previous)
+        if starts:
+            document += 1
+        previous = key
+        yield Record(id=record.get("id", number), words=words, text=text, offsets=offsets,
+                     document=document if key is not None else None, doc_start=starts, document_id=key)
 
 
-def write_records(out: TextIO, records: list[dict[str, Any]], tagged: list, predictor: Any, output_format: str) -> None:
+def read_records(path: str, input_format: str, *, text_per_file: bool = False) -> Iterator[Record]:
+    """The inputs of ``path``, one `Record` per sentence (CoNLL), line or file (text), or object (JSON lines)."""
+    if input_format == "conll":
+        return _conll_records(path)
+    if input_format == "text":
+        return _text_records(path, text_per_file)
+    if input_format == "jsonl":
+        return _jsonl_records(path)
+    raise ValueError(f"input_format must be one of {', '.join(FORMATS)}, not {input_format!r}")
+
+
+# --- writing and the command ----------------------------------------------------------------------
+
+
+def write_records(out: TextIO, records: list[Record], tagged: list, predictor: Any, output_format: str) -> None:
+    """CoNLL: ``word[<TAB>gold]<TAB>predicted`` lines; JSON lines: id, text, words, tags and entity spans."""
+    from ner.inference import entity_dicts
+
     for record, result in zip(records, tagged):
         if output_format == "conll":
-            if record.get("doc_start"):
-                out.write("-DOCSTART-\tO\tO\n\n" if "gold" in record else "-DOCSTART-\tO\n\n")
-            gold = record.get("gold")
+            if record.doc_start:
+                out.write("-DOCSTART-\tO\tO\n\n" if record.gold is not None else "-DOCSTART-\tO\n\n")
             for i, (word, tag) in enumerate(zip(result.words, result.tags)):
-                out.write(f"{word}\t{gold[i]}\t{tag}\n" if gold is not None else f"{word}\t{tag}\n")
+                out.write(f"{word}\t{record.gold[i]}\t{tag}\n" if record.gold is not None else f"{word}\t{tag}\n")
             out.write("\n")
             continue
-        from ner.inference import entity_dicts
-
-        entities = predictor.entities(result, record.get("text"), record.get("offsets"))
-        row = {"id": record["id"]}
-        if record.get("text") is not None:
-            row["text"] = record["text"]
+        # Offsets index the raw text when there is one, else the words joined by single spaces.
+        entities = predictor.entities(result, record.text, record.offsets)
+        row: dict[str, Any] = {"id": record.id}
+        if record.document_id is not None:
+            row[DOCUMENT_FIELD] = record.document_id
+        if record.text is not None:
+            row["text"] = record.text
         row.update(words=result.words, tags=result.tags, entities=entity_dicts(entities))
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
@@ -106,22 +295,25 @@ def predict_file(
     text_per_file: bool = False,
     progress: bool = True,
 ) -> int:
-    """Tag ``input_path`` into ``output``, a chunk at a time; returns the number of sentences."""
+    """Tag ``input_path`` into ``output``, a chunk at a time; returns the number of inputs tagged."""
     from tqdm.auto import tqdm
 
     from ner.inference import chunks
 
-    input_format = input_format or guess_format(input_path)
+    input_format = detect_format(input_path, input_format, text_per_file=text_per_file)
     output_format = output_format or ("conll" if input_format == "conll" else "jsonl")
     records = read_records(input_path, input_format, text_per_file=text_per_file)
-    # With document context, a chunk ends only where a -DOCSTART- document does, so context is complete.
-    with_context = input_format == "conll" and predictor.model.config.context_size > 0
-    boundary = (lambda record: record.get("doc_start")) if with_context else (lambda record: True)
+    with_context = predictor.model.config.context_size > 0
+    # With document context a chunk ends only before a document's first record, so context is complete.
+    boundary = (lambda record: record.doc_start or record.document is None) if with_context else (lambda record: True)
     done = 0
-    with tqdm(desc=f"Tagging {Path(input_path).name}", unit=" sentences", disable=not progress) as bar:
+    with tqdm(desc=f"Tagging {Path(input_path).name}", unit=" inputs", disable=not progress) as bar:
         for chunk in chunks(records, chunk_size, boundary=boundary):
-            documents = [r["document_id"] for r in chunk] if with_context and any(r["doc_start"] for r in chunk) else None
-            tagged = predictor.tag([r["words"] for r in chunk], documents=documents)
+            documents = None
+            if with_context:
+                # A record outside any document gets an id of its own (negative, unlike the documents').
+                documents = [r.document if r.document is not None else -1 - i for i, r in enumerate(chunk)]
+            tagged = predictor.tag([r.words for r in chunk], documents=documents)
             write_records(output, chunk, tagged, predictor, output_format)
             done += len(chunk)
             bar.update(len(chunk))
@@ -129,35 +321,52 @@ def predict_file(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command. From the shell (``argv`` None), bad input prints one ``error:`` line and exits 2;
+    called with ``argv`` (from Python), it raises, as the library does."""
     parser = argparse.ArgumentParser(prog="python -m ner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="tag a file with a trained output folder")
     predict.add_argument("--model", required=True, help="output folder of run_ner.py (or any folder this toolkit wrote)")
     predict.add_argument("--input", required=True, help="input file")
     predict.add_argument("--output", default="-", help="output file (default: standard output)")
-    predict.add_argument("--input_format", choices=FORMATS, help="default: from the extension (.conll/.tsv, .jsonl, else text)")
+    predict.add_argument("--input_format", choices=FORMATS, help="default: from the extension (.conll/.tsv/..., .jsonl/.json), "
+                         "else from the first lines (CoNLL token lines or -DOCSTART-, JSON objects, or text)")
     predict.add_argument("--output_format", choices=("conll", "jsonl"), help="default: conll for conll input, else jsonl")
-    predict.add_argument("--text_per_file", action="store_true", help="raw text: the whole file is one document (default: a line)")
+    predict.add_argument("--text_per_file", action="store_true", help="raw text: the whole file is one input (default: "
+                         "each line is one, and a blank line ends a document for a model with document context)")
     predict.add_argument("--batch_size", type=int, default=64)
-    predict.add_argument("--chunk_size", type=int, default=2048, help="sentences read, tagged and written at a time")
+    predict.add_argument("--chunk_size", type=int, default=2048, help="inputs read, tagged and written at a time")
     predict.add_argument("--max_seq_length", type=int, default=None, help="sub-tokens per window (default: the model's limit)")
     predict.add_argument("--stride", type=int, default=None, help="sub-tokens shared by neighbouring windows")
     predict.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     predict.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="precision: auto = bf16 (else fp16) on a GPU, float32 on a CPU; bfloat16 also on a CPU")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if argv is not None:
+        return _predict(args)
+    try:
+        return _predict(args)
+    except (DataFileError, ValueError, FileNotFoundError) as error:
+        # The message names the file (and line) and the fix; a traceback would only bury it.
+        predict.exit(2, f"{predict.prog}: error: {error}\n")
 
+
+def _predict(args: argparse.Namespace) -> int:
     from ner.files import atomic_writer
     from ner.inference import NerPredictor
 
+    if not os.path.isfile(args.input):
+        raise FileNotFoundError(f"--input {args.input}: no such file")
+    # Decided before the model loads, so a file the command cannot read fails fast.
+    input_format = detect_format(args.input, args.input_format, text_per_file=args.text_per_file)
     predictor = NerPredictor(args.model, device=args.device, batch_size=args.batch_size,
                              max_seq_length=args.max_seq_length, stride=args.stride, dtype=args.dtype)
-    options = dict(input_format=args.input_format, output_format=args.output_format, chunk_size=args.chunk_size,
+    options = dict(input_format=input_format, output_format=args.output_format, chunk_size=args.chunk_size,
                    text_per_file=args.text_per_file)
     if args.output == "-":
         count = predict_file(predictor, args.input, sys.stdout, **options)
     else:
         with atomic_writer(args.output) as out:
             count = predict_file(predictor, args.input, out, **options)
-    logger.info("Tagged %d sentences of %s into %s", count, args.input, args.output)
+    logger.info("Tagged %d inputs of %s into %s", count, args.input, args.output)
     return 0

@@ -3,6 +3,10 @@
 `read_conll` parses one file into `Sentence`s and rejects anything it cannot read faithfully with
 a `DataFileError` naming ``path:line``. `load_conll` runs `ConllBuilder`, which writes one Arrow
 split per data file and reuses it while the file's content and the parser code are unchanged.
+
+Invisible characters (U+FEFF, U+200B and the other Unicode format characters) inside a word are
+data: the word keeps them, and the reader logs how many words hold one. Only a byte order mark
+opening the file is a file matter, and is dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +44,7 @@ FEATURES = datasets.Features(
 )
 
 _BOM = b"\xef\xbb\xbf"
+_FEFF = "\ufeff"
 # ASCII whitespace only: a non-breaking space inside a token must not split it.
 _SPACE = " \t\r\f\v"
 _SPACE_RUN = re.compile(r"[ \t\r\f\v]+")
@@ -55,10 +61,15 @@ class Sentence:
     """One sentence of a CoNLL file, with where it came from."""
 
     words: list[str]
-    tags: list[str]
+    tags: list[str] | None  # None when the file has no tag column (see `read_conll`)
     document_id: int  # 0-based index of the document in the file
     doc_start: bool  # True for the first sentence after a -DOCSTART- line
     line: int  # 1-based line number (in the file) of the sentence's first word
+
+
+def is_tag(value: str) -> bool:
+    """True for a tag the reader accepts: `O`, or B/I/E/S/L/U alone or followed by `-TYPE`."""
+    return _TAG.fullmatch(value) is not None
 
 
 def _show(line: str) -> str:
@@ -66,19 +77,35 @@ def _show(line: str) -> str:
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
+def _first_field(line: str) -> str:
+    return _SPACE_RUN.split(line.strip(_SPACE), 1)[0]
+
+
+def _is_docstart(line: str) -> bool:
+    # A U+FEFF before -DOCSTART- is the byte order mark of a file concatenated onto another one.
+    return _first_field(line).lstrip(_FEFF) == DOCSTART
+
+
+def _is_blank(line: str) -> bool:
+    # A line of nothing but U+FEFF holds no word: a byte order mark before an empty line.
+    return not line.strip(_SPACE + _FEFF)
+
+
+def _invisible(word: str) -> bool:
+    """True if the word holds a Unicode format character (category Cf: U+FEFF, U+200B, U+200D, ...)."""
+    # isprintable() is False for every Cf character, and fast: the per-character look-up runs only then.
+    return not word.isprintable() and any(unicodedata.category(c) == "Cf" for c in word)
+
+
 def _decoded_lines(path: str) -> Iterator[tuple[int, str]]:
-    """Yield (line number, text without line ending), refusing NUL bytes and non-UTF-8 bytes."""
+    """Yield (line number, text without line ending), refusing NUL bytes, non-UTF-8 bytes and bare CRs.
+
+    A byte order mark opening the file is dropped; any other U+FEFF is left in the text.
+    """
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             skipped = 0
-            if raw.startswith(_BOM):
-                if lineno > 1:
-                    raise DataFileError(
-                        path,
-                        lineno,
-                        "byte order mark (BOM) at the start of this line: were files concatenated? "
-                        "Remove it, e.g. `sed -i 's/^\\xEF\\xBB\\xBF//' FILE`, or load the parts separately",
-                    )
+            if lineno == 1 and raw.startswith(_BOM):
                 raw, skipped = raw[len(_BOM) :], len(_BOM)
             nul = raw.find(b"\x00")
             if nul >= 0:
@@ -106,25 +133,31 @@ def _decoded_lines(path: str) -> Iterator[tuple[int, str]]:
                     f"carriage return (CR) at character {text.index(chr(13)) + 1} inside the line: lines must end "
                     "with LF or CRLF (old Mac files end with CR alone; convert with `tr '\\r' '\\n'`)",
                 )
-            if "\ufeff" in text:
-                raise DataFileError(
-                    path,
-                    lineno,
-                    f"byte order mark (U+FEFF) at character {text.index(chr(0xFEFF)) + 1} of the line: only the "
-                    "start of a file may hold one; were files concatenated? Remove it, e.g. "
-                    "`sed -i 's/\\xEF\\xBB\\xBF//g' FILE`",
-                )
             yield lineno, text
 
 
 class _TokenLines:
-    """Cuts token lines into (word, tag), holding every line to the layout of the first one."""
+    """Cuts token lines into (word, tag), holding every line to the layout of the first one.
 
-    def __init__(self, path: str, word_column: int, label_column: int, delimiter: str | None) -> None:
+    `label_column=None`: no tag column, the tag is None. `tags_optional`: the first token line
+    decides for the whole file (one column, or no tag in the label column: no tags), and a later
+    line that disagrees is refused.
+    """
+
+    def __init__(
+        self, path: str, word_column: int, label_column: int | None, delimiter: str | None, tags_optional: bool
+    ) -> None:
         self.path, self.word_column, self.label_column = path, word_column, label_column
-        self.delimiter = delimiter
-        self.n_columns = self.first_line = self.word_index = self.label_index = 0
+        self.delimiter, self.tags_optional = delimiter, tags_optional
+        self.n_columns = self.first_line = self.word_index = 0
+        self.label_index: int | None = None  # the tag column, None when the file has none
+        self.untagged_index: int | None = None  # tags_optional: the label column that held no tag on the first line
+        self.first_value = ""  # tags_optional: what the first token line held in the label column
         self.valid_tags: set[str] = set()
+
+    @property
+    def tagged(self) -> bool:
+        return self.label_index is not None
 
     def split(self, line: str) -> list[str]:
         if self.delimiter is None:
@@ -136,19 +169,27 @@ class _TokenLines:
         """Fix the delimiter, the column count and the word/tag columns from the first token line."""
         if self.delimiter is None and "\t" in line:
             self.delimiter = "\t"
-        self.n_columns, self.first_line = len(self.split(line)), lineno
-        if self.n_columns < 2:
+        fields = self.split(line)
+        self.n_columns, self.first_line = len(fields), lineno
+        if self.n_columns < 2 and self.label_column is not None and not self.tags_optional:
             raise DataFileError(
                 self.path, lineno, "found 1 column, but a label column is needed: each token line "
                 f"must hold at least `word tag` (separated by a tab or spaces): {_show(line)}",
             )
         self.word_index = self._column(lineno, "word_column", self.word_column)
-        self.label_index = self._column(lineno, "label_column", self.label_column)
-        if self.word_index == self.label_index:
+        if self.label_column is None or self.n_columns < 2:
+            return
+        label_index = self._column(lineno, "label_column", self.label_column)
+        if self.word_index == label_index:
             raise DataFileError(
                 self.path, lineno, f"word_column={self.word_column} and label_column={self.label_column} "
                 f"are the same column ({self.word_index}); pick two different columns",
             )
+        self.first_value = fields[label_index]
+        if self.tags_optional and not _TAG.fullmatch(self.first_value):
+            self.untagged_index = label_index
+        else:
+            self.label_index = label_index
 
     def _column(self, lineno: int, name: str, index: int) -> int:
         n = self.n_columns
@@ -159,47 +200,78 @@ class _TokenLines:
             )
         return index % n
 
-    def parse(self, lineno: int, line: str) -> tuple[str, str]:
+    def parse(self, lineno: int, line: str) -> tuple[str, str | None]:
         if not self.n_columns:
             self._start(lineno, line)
         fields = self.split(line)
         if len(fields) != self.n_columns:
+            # With optional tags, one column on the first token line made the file untagged.
+            untagged = ", so the file is read as words without gold tags" if self.tags_optional and self.n_columns == 1 else ""
             raise DataFileError(
-                self.path, lineno, f"expected {self.n_columns} columns (as on line {self.first_line}, "
-                f"the first token line), found {len(fields)}: {_show(line)}",
+                self.path, lineno, f"expected {self.n_columns} column{'s' if self.n_columns > 1 else ''} (as on "
+                f"line {self.first_line}, the first token line{untagged}), found {len(fields)}: {_show(line)}",
             )
         if "" in fields:
             raise DataFileError(
                 self.path, lineno, f"column {fields.index('')} is empty: {_show(line)}; every column "
                 "of a token line needs a value",
             )
+        word = fields[self.word_index]
+        if self.label_index is None:
+            if self.untagged_index is not None and _TAG.fullmatch(fields[self.untagged_index]):
+                raise DataFileError(
+                    self.path, lineno, f"column {self.untagged_index} holds the tag {fields[self.untagged_index]!r}, "
+                    f"but on line {self.first_line} (the first token line) it holds {self.first_value!r}, which is "
+                    "not a tag, so the file is read as words without gold tags; give every token line a tag or none",
+                )
+            return word, None
         tag = fields[self.label_index]
         if tag not in self.valid_tags:
             if not _TAG.fullmatch(tag):
+                if self.tags_optional:
+                    raise DataFileError(
+                        self.path, lineno, f"{tag!r} in column {self.label_index} is not a tag, but line "
+                        f"{self.first_line} (the first token line) has the tag {self.first_value!r} there, so the "
+                        "file is read with gold tags; give every token line a tag (`O` outside entities) or none",
+                    )
                 raise DataFileError(
                     self.path, lineno, f"unsupported tag {tag!r} in column {self.label_index} "
                     f"(label_column={self.label_column}): {_TAG_HELP}",
                 )
             self.valid_tags.add(tag)
-        return fields[self.word_index], tag
+        return word, tag
 
 
 def read_conll(
     path: str | os.PathLike,
     *,
     word_column: int = 0,
-    label_column: int = -1,
+    label_column: int | None = -1,
     delimiter: str | None = None,
+    tags_optional: bool = False,
 ) -> Iterator[Sentence]:
     """Yield the sentences of a CoNLL-style file, in file order.
 
     `delimiter=None` picks per file: tab-separated if the first token line has a tab, else runs
     of whitespace. `-DOCSTART-` lines separate documents and are not tokens. Bad input raises
     `DataFileError` as the offending line is reached.
+
+    Tags: by default every token line needs one in `label_column`. `label_column=None` reads a file
+    without tags (every `Sentence.tags` is None). `tags_optional=True` (input to prediction) lets the
+    first token line decide for the whole file: one column, or a label column that holds no tag
+    (`word POS`), means no tags; a later line that disagrees is refused rather than read half-tagged.
+
+    U+FEFF: a byte order mark opening the file is dropped. Anywhere else a U+FEFF is an ordinary
+    character of the word that holds it (WNUT-17 has `Dubbz\\ufeff`), as are U+200B and the other
+    format characters; the reader logs, once per file, how many words hold one and where the first
+    is. A U+FEFF can hold no word in two places, where it can only be the byte order mark of a file
+    concatenated onto another one: before `-DOCSTART-` (the line still separates documents) and on an
+    otherwise blank line (still a sentence break). Those are ignored, and counted in the same log line.
     """
     if delimiter == "":
         raise ValueError("delimiter must be None (auto: tab or whitespace) or a non-empty string")
-    return _sentences(os.fspath(path), _TokenLines(os.fspath(path), word_column, label_column, delimiter))
+    token_lines = _TokenLines(os.fspath(path), word_column, label_column, delimiter, tags_optional)
+    return _sentences(os.fspath(path), token_lines)
 
 
 def _sentences(path: str, token_lines: _TokenLines) -> Iterator[Sentence]:
@@ -207,38 +279,62 @@ def _sentences(path: str, token_lines: _TokenLines) -> Iterator[Sentence]:
     tags: list[str] = []
     start = document_id = n_sentences = 0
     after_docstart = False
+    invisible = stray_boms = 0
+    first_invisible = first_bom = 0
 
     def finish() -> Sentence:
         nonlocal words, tags, document_id, n_sentences, after_docstart
         # Consecutive -DOCSTART- lines, or one before the first sentence, open no empty document.
         if after_docstart and n_sentences:
             document_id += 1
-        sentence = Sentence(words, tags, document_id, after_docstart, start)
+        sentence = Sentence(words, tags if token_lines.tagged else None, document_id, after_docstart, start)
         words, tags, after_docstart = [], [], False
         n_sentences += 1
         return sentence
 
     for lineno, line in _decoded_lines(path):
-        if not line.strip(_SPACE):
+        if _is_blank(line) or _is_docstart(line):
+            if _FEFF in line:
+                stray_boms += 1
+                first_bom = first_bom or lineno
             if words:
                 yield finish()
-        elif _SPACE_RUN.split(line.strip(_SPACE), 1)[0] == DOCSTART:
-            if words:
-                yield finish()
-            after_docstart = True
+            if not _is_blank(line):
+                after_docstart = True
         else:
             word, tag = token_lines.parse(lineno, line)
             if not words:
                 start = lineno
             words.append(word)
-            tags.append(tag)
+            if tag is not None:
+                tags.append(tag)
+            if _invisible(word):
+                invisible += 1
+                first_invisible = first_invisible or lineno
     if words:
         yield finish()
     if not n_sentences:
+        if token_lines.label_column is None:
+            expected = "`word`"
+        else:
+            expected = "`word<TAB>tag` or `word`" if token_lines.tags_optional else "`word<TAB>tag`"
         raise DataFileError(
             path, None, "no sentences found: the file is empty or holds only blank and -DOCSTART- "
-            "lines; expected token lines such as `word<TAB>tag`, with a blank line after each sentence",
+            f"lines; expected token lines such as {expected}, with a blank line after each sentence",
         )
+    if invisible or stray_boms:
+        found = []
+        if invisible:
+            found.append(
+                f"{invisible} words hold invisible characters (Unicode format characters such as U+FEFF or "
+                f"U+200B; kept as part of the word), the first on line {first_invisible}"
+            )
+        if stray_boms:
+            found.append(
+                f"{stray_boms} byte order marks (U+FEFF) before -DOCSTART- or on a blank line were ignored "
+                f"(concatenated files?), the first on line {first_bom}"
+            )
+        logger.warning("%s: %s", path, "; ".join(found))
 
 
 def _source_hash() -> str:
@@ -363,17 +459,22 @@ def write_conll(path: str | os.PathLike, sentences: Iterable[Sentence], *, delim
     """Write sentences as a CoNLL file that `read_conll(path, delimiter=...)` reads back unchanged.
 
     One `word<delimiter>tag` line per word, a blank line after each sentence, and a
-    `-DOCSTART-<delimiter>O` line (then a blank line) before each sentence with `doc_start`.
-    Written atomically, so an interrupted write leaves no truncated file. A sentence that would not
-    read back as itself (no words, a word holding the delimiter or a line break, padded with
-    whitespace or starting with U+FEFF, a tag the reader refuses, a line that reads as -DOCSTART-)
-    raises `ValueError` naming the sentence and word, and nothing is written.
+    `-DOCSTART-<delimiter>O` line (then a blank line) before each sentence with `doc_start`. If the
+    file's first line starts with U+FEFF (a word that starts with one), a byte order mark is written
+    before it, since the reader drops the file's first U+FEFF. Written atomically, so an interrupted
+    write leaves no truncated file. A sentence that would not read back as itself (no words or no
+    tags, a word holding the delimiter or a line break, padded with whitespace, a tag the reader
+    refuses, a line that reads as -DOCSTART-) raises `ValueError` naming the sentence and word, and
+    nothing is written.
     """
     if not delimiter or "\n" in delimiter:
         raise ValueError(f"delimiter must be a non-empty string without a line break, got {delimiter!r}")
     with atomic_writer(path) as stream:
+        at_start = True
         for number, sentence in enumerate(sentences, start=1):
             where = f"sentence {number} (line {sentence.line})"
+            if sentence.tags is None:
+                raise ValueError(f"{where} has no tags: write_conll writes `word<delimiter>tag` lines")
             if not sentence.words or len(sentence.words) != len(sentence.tags):
                 raise ValueError(
                     f"{where} has {len(sentence.words)} words and {len(sentence.tags)} tags: "
@@ -381,21 +482,25 @@ def write_conll(path: str | os.PathLike, sentences: Iterable[Sentence], *, delim
                 )
             if sentence.doc_start:
                 stream.write(f"{DOCSTART}{delimiter}O\n\n")
+                at_start = False
             for position, (word, tag) in enumerate(zip(sentence.words, sentence.tags), start=1):
                 line = f"{word}{delimiter}{tag}"
                 if (
                     not word
-                    or word.startswith("\ufeff")  # read back as a byte order mark
                     or word != word.strip(_SPACE)
                     or delimiter in word
                     or "\n" in word
+                    or "\r" in word
                     or delimiter in tag
                     or not _TAG.fullmatch(tag)
-                    or _SPACE_RUN.split(line.strip(_SPACE), 1)[0] == DOCSTART
+                    or _is_docstart(line)
                 ):
                     raise ValueError(
                         f"{where}, word {position}: {word!r} tagged {tag!r} cannot be written with "
                         f"delimiter {delimiter!r} and read back as it is"
                     )
+                if at_start and line.startswith(_FEFF):
+                    stream.write(_FEFF)  # the byte order mark the reader drops, so that the word keeps its own
+                at_start = False
                 stream.write(line + "\n")
             stream.write("\n")

@@ -13,7 +13,9 @@ entirely and come back as 0.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -106,11 +108,29 @@ def _check_shapes(emissions: Tensor, mask: Tensor, num_labels: int) -> None:
         raise ValueError(f"mask must be [batch, time] = {list(emissions.shape[:2])}, got {list(mask.shape)}.")
 
 
+def _per_row(scores: Tensor, batch: int) -> Tensor:
+    """Start or end scores as ``[B, C]``: one row per sequence (``[C]`` is shared by all)."""
+    return scores.expand(batch, -1) if scores.dim() == 1 else scores
+
+
+def edge_scores(scores: Tensor, at_edge: Tensor | None) -> Tensor:
+    """``[B, C]`` start (or end) scores that apply only where ``at_edge`` (``[B]`` bool) is True, else 0.
+
+    A window cut out of a longer sentence does not start where the sentence starts: it may open inside
+    an entity (``I-X`` first), so the sentence-start rules and scores must not apply to it.
+    """
+    if at_edge is None:
+        return scores
+    rows = _per_row(scores, at_edge.shape[0])
+    return torch.where(at_edge.to(device=rows.device, dtype=torch.bool)[:, None], rows, torch.zeros_like(rows))
+
+
 def viterbi_decode(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:
     """Best label path per sequence over the kept (``mask`` True) positions; 0 elsewhere.
 
     The score of a path is ``start[y1] + sum emissions[t, yt] + sum transitions[y(t-1), yt] + end[yn]``
     over the kept positions, read in order as if contiguous. Scores may be ``-inf`` (forbidden).
+    ``start``/``end`` are ``[C]``, or ``[B, C]`` for per-sequence scores (see ``edge_scores``).
     """
     _check_shapes(emissions, mask, transitions.shape[0])
     batch, length, num_labels = emissions.shape
@@ -122,14 +142,15 @@ def viterbi_decode(emissions: Tensor, mask: Tensor, transitions: Tensor, start: 
     order, packed_mask, lengths = _pack(mask)
     packed = emissions.to(dtype).gather(1, order[:, :, None].expand(-1, -1, num_labels))
 
-    score = start[None, :] + packed[:, 0]  # [B, C]: best score of a path ending in each label
+    start, end = _per_row(start, batch), _per_row(end, batch)
+    score = start + packed[:, 0]  # [B, C]: best score of a path ending in each label
     backpointers = []
     for t in range(1, length):
         candidates = score[:, :, None] + transitions[None, :, :]  # [B, previous, current]
         best, previous = candidates.max(dim=1)
         backpointers.append(previous)
         score = torch.where(packed_mask[:, t, None], best + packed[:, t], score)
-    label = (score + end[None, :]).argmax(dim=1)  # the label at each row's last kept position
+    label = (score + end).argmax(dim=1)  # the label at each row's last kept position
 
     path = torch.zeros(batch, length, dtype=torch.long, device=emissions.device)
     for t in range(length - 1, -1, -1):
@@ -140,26 +161,53 @@ def viterbi_decode(emissions: Tensor, mask: Tensor, transitions: Tensor, start: 
     return torch.zeros_like(path).scatter_(1, order, path)
 
 
-def _constraint_scores(allowed: tuple[Tensor, Tensor, Tensor], forbidden: float, device, dtype) -> list[Tensor]:
+def _constraint_scores(allowed: Sequence[Tensor], forbidden: float, device, dtype) -> list[Tensor]:
     """0 where allowed, ``forbidden`` where not."""
     return [torch.zeros(a.shape, device=device, dtype=dtype).masked_fill(~a.to(device), forbidden) for a in allowed]
 
 
-def constrained_decode(logits: Tensor, mask: Tensor, label_list: list[str], scheme: str) -> Tensor:
-    """The best-scoring path that the scheme allows (constrained decoding without a CRF).
+def constrained_decode(
+    logits: Tensor,
+    mask: Tensor,
+    allowed: Sequence[Tensor],
+    opens: Tensor | None = None,
+    closes: Tensor | None = None,
+) -> Tensor:
+    """The best-scoring path that ``allowed`` (``allowed_transitions``' tables) permits, without a CRF.
 
     Transitions cost nothing, so where the per-position argmax is already a valid sequence it is the result.
+    ``opens``/``closes`` (``[B]`` bool): whether each sequence holds its sentence's first/last word; the
+    start/end rules apply only there (default: everywhere).
     """
-    allowed = allowed_transitions(label_list, scheme)
-    scores = _constraint_scores(allowed, float("-inf"), logits.device, _working_dtype(logits.dtype))
-    return viterbi_decode(logits, mask, *scores)
+    transitions, start, end = _constraint_scores(allowed, float("-inf"), logits.device, _working_dtype(logits.dtype))
+    return viterbi_decode(logits, mask, transitions, edge_scores(start, opens), edge_scores(end, closes))
+
+
+class TransitionRules(nn.Module):
+    """A scheme's allowed transitions (``allowed_transitions``' three tables) as boolean buffers.
+
+    Buffers, so that they move with the model to its device and live inside it (sharded training gathers
+    nothing for them); not saved, because they follow from the label list and scheme in the config. A
+    model built on the meta device by ``from_pretrained`` gets them refilled by ``BertForNer._init_weights``.
+    """
+
+    def __init__(self, allowed: Sequence[Tensor]) -> None:
+        super().__init__()
+        for name, table in zip(("transitions", "start", "end"), allowed):
+            self.register_buffer(name, table.to(torch.bool).clone(), persistent=False)
+
+    def tables(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.transitions, self.start, self.end
 
 
 class CRF(nn.Module):
     """Linear-chain CRF over ``num_labels`` labels with learnable transition, start and end scores.
 
     ``allowed``, as returned by ``allowed_transitions``, fixes forbidden transitions to a large negative
-    score; they get no gradient and are never decoded.
+    score; they get no gradient and are never decoded. The tables are kept as buffers (moved with the
+    module, not saved: they follow from the label list and scheme; ``BertForNer`` refills them on load).
+    ``opens``/``closes`` (``[B]`` bool, default all True) say whether each sequence holds its sentence's
+    first/last word: the start/end scores and rules apply only there (see ``edge_scores``).
     """
 
     def __init__(self, num_labels: int, allowed: tuple[Tensor, Tensor, Tensor] | None = None) -> None:
@@ -180,22 +228,39 @@ class CRF(nn.Module):
                 f"allowed must be (transitions[{num_labels}, {num_labels}], start[{num_labels}], end[{num_labels}]) "
                 f"as returned by allowed_transitions(label_list, scheme), got shapes {shapes}."
             )
-        # Plain lists, not buffers: the masks derive from the label list and scheme (the model's config), and
-        # transformers materialises missing buffers of a model built on the meta device as garbage.
-        self.allowed = [a.to(torch.bool).tolist() for a in allowed]
+        self.rules = TransitionRules(allowed)
+
+    @property
+    def allowed(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.rules.tables()
 
     def extra_repr(self) -> str:
         return f"num_labels={self.num_labels}"
 
-    def scores(self, forbidden: float = FORBIDDEN_SCORE, dtype: torch.dtype = torch.float32) -> list[Tensor]:
-        """``[transitions, start, end]`` with forbidden entries replaced by ``forbidden``."""
+    def scores(
+        self,
+        forbidden: float = FORBIDDEN_SCORE,
+        dtype: torch.dtype = torch.float32,
+        opens: Tensor | None = None,
+        closes: Tensor | None = None,
+    ) -> list[Tensor]:
+        """``[transitions, start, end]`` with forbidden entries replaced by ``forbidden``; start/end per
+        sequence (``[B, C]``, 0 where the sequence is not at its sentence's edge) when ``opens``/``closes`` are given."""
         params = [self.transitions, self.start_transitions, self.end_transitions]
-        return [
-            param.to(dtype).masked_fill(~torch.tensor(allowed, dtype=torch.bool, device=param.device), forbidden)
-            for param, allowed in zip(params, self.allowed)
+        transitions, start, end = [
+            param.to(dtype).masked_fill(~allowed.to(param.device), forbidden) for param, allowed in zip(params, self.allowed)
         ]
+        return [transitions, edge_scores(start, opens), edge_scores(end, closes)]
 
-    def neg_log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor, reduction: str = "mean") -> Tensor:
+    def neg_log_likelihood(
+        self,
+        emissions: Tensor,
+        tags: Tensor,
+        mask: Tensor,
+        reduction: str = "mean",
+        opens: Tensor | None = None,
+        closes: Tensor | None = None,
+    ) -> Tensor:
         """``-log p(tags | emissions)`` over the kept positions, by the forward algorithm in log space.
 
         reduction: ``"none"`` (one value per sequence), ``"sum"``, or ``"mean"`` (over the sequences that
@@ -220,7 +285,8 @@ class CRF(nn.Module):
                 f"{kept_tags.min().item()}..{kept_tags.max().item()}. Set mask False where the label is -100."
             )
         dtype = _working_dtype(emissions.dtype)
-        transitions, start, end = self.scores(FORBIDDEN_SCORE, dtype)
+        transitions, start, end = self.scores(FORBIDDEN_SCORE, dtype, opens, closes)
+        start, end = _per_row(start, batch), _per_row(end, batch)
         order, packed_mask, lengths = _pack(mask)
         # Zero the padding so that large or non-finite values there cannot leak NaN into the gradient.
         packed = emissions.to(dtype).gather(1, order[:, :, None].expand(-1, -1, num_labels))
@@ -231,14 +297,14 @@ class CRF(nn.Module):
         emitted = packed.gather(2, packed_tags[:, :, None]).squeeze(2) * packed_mask
         moved = transitions[packed_tags[:, :-1], packed_tags[:, 1:]] * packed_mask[:, 1:]
         last = packed_tags.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
-        gold = start[packed_tags[:, 0]] + emitted.sum(1) + moved.sum(1) + end[last]
+        gold = start.gather(1, packed_tags[:, :1]).squeeze(1) + emitted.sum(1) + moved.sum(1) + end.gather(1, last[:, None]).squeeze(1)
 
         # log Z: the forward algorithm.
-        alpha = start[None, :] + packed[:, 0]
+        alpha = start + packed[:, 0]
         for t in range(1, length):
             step = torch.logsumexp(alpha[:, :, None] + transitions[None, :, :], dim=1) + packed[:, t]
             alpha = torch.where(packed_mask[:, t, None], step, alpha)
-        log_partition = torch.logsumexp(alpha + end[None, :], dim=1)
+        log_partition = torch.logsumexp(alpha + end, dim=1)
 
         nll = torch.where(lengths > 0, log_partition - gold, torch.zeros_like(gold))
         if reduction == "none":
@@ -247,11 +313,11 @@ class CRF(nn.Module):
             return nll.sum()
         return nll.sum() / (lengths > 0).sum().clamp(min=1)
 
-    def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor, reduction: str = "mean") -> Tensor:
-        """The loss: ``neg_log_likelihood``."""
-        return self.neg_log_likelihood(emissions, tags, mask, reduction)
+    def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor, **options: Any) -> Tensor:
+        """The loss: ``neg_log_likelihood`` (same options)."""
+        return self.neg_log_likelihood(emissions, tags, mask, **options)
 
     @torch.no_grad()
-    def decode(self, emissions: Tensor, mask: Tensor) -> Tensor:
+    def decode(self, emissions: Tensor, mask: Tensor, opens: Tensor | None = None, closes: Tensor | None = None) -> Tensor:
         """Best path per sequence (LongTensor[B, T], 0 where ``mask`` is False); never a forbidden transition."""
-        return viterbi_decode(emissions, mask, *self.scores(float("-inf"), _working_dtype(emissions.dtype)))
+        return viterbi_decode(emissions, mask, *self.scores(float("-inf"), _working_dtype(emissions.dtype), opens, closes))

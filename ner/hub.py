@@ -6,6 +6,11 @@ token-free replacement. TensorBoard logs under ``runs/`` *are* uploaded: the Hub
 model page's "Training metrics" tab, and what transformers writes there (scalars, and the arguments
 as ``to_json_string()``, which masks ``*_token`` values) holds no secret. Before uploading, every
 file that would go up is checked for the token string itself, whatever its name.
+
+Files that quote sentences of the evaluation data (``EVAL_TEXT_PATTERNS``: the predictions and the
+mistakes in context) stay off the Hub unless ``include_eval_text`` asks for them: dev and test sets are
+often not ours to redistribute. The reports (``*_report.md/.json``: scores and confusions, entity types
+only) always go up.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ UPLOAD_IGNORE: list[str] = [
     ".*.tmp",  # half-written files of ner.files.atomic_writer / ner.plots
     "**/.*.tmp",
 ]
+# Files that quote dev/test sentences: word-per-line predictions, and the mistakes in context.
+EVAL_TEXT_PATTERNS: list[str] = ["*_predictions.txt", "*_mistakes.md", "*_mistakes.json"]
 SECRET_WORDS = ("token", "secret", "password", "api_key")
 SCAN_LIMIT_BYTES = 64 * 1024 * 1024  # larger files (weights) are not scanned for the token string
 
@@ -60,8 +67,15 @@ def write_training_args_json(training_args: Any, output_dir: str | os.PathLike) 
     return path
 
 
-def files_to_upload(output_dir: str | os.PathLike, ignore_patterns: Iterable[str] = ()) -> list[str]:
-    """The relative paths ``upload_folder`` would send: every file, minus ``UPLOAD_IGNORE`` and ``ignore_patterns``.
+def upload_ignore(ignore_patterns: Iterable[str] = (), *, include_eval_text: bool = False) -> list[str]:
+    """A new list of what an upload leaves out: ``UPLOAD_IGNORE``, ``EVAL_TEXT_PATTERNS`` unless included, the rest."""
+    return UPLOAD_IGNORE + ([] if include_eval_text else EVAL_TEXT_PATTERNS) + list(ignore_patterns)
+
+
+def files_to_upload(
+    output_dir: str | os.PathLike, ignore_patterns: Iterable[str] = (), *, include_eval_text: bool = False
+) -> list[str]:
+    """The relative paths ``upload_folder`` would send: every file, minus ``upload_ignore(...)``.
 
     Uses huggingface_hub's own filter, so it is exactly what the client selects (before its default
     ``.git``/``.cache/huggingface`` exclusions, which an output folder does not have).
@@ -70,7 +84,8 @@ def files_to_upload(output_dir: str | os.PathLike, ignore_patterns: Iterable[str
 
     folder = Path(output_dir)
     relative = [path.relative_to(folder).as_posix() for path in sorted(folder.glob("**/*")) if path.is_file()]
-    return list(filter_repo_objects(relative, ignore_patterns=UPLOAD_IGNORE + list(ignore_patterns)))
+    ignore = upload_ignore(ignore_patterns, include_eval_text=include_eval_text)
+    return list(filter_repo_objects(relative, ignore_patterns=ignore))
 
 
 def _check_no_token(folder: Path, relative_paths: Sequence[str], token: str) -> None:
@@ -95,29 +110,37 @@ def push_output_dir(
     commit_message: str = "Upload NER model, model card and reports",
     revision: str | None = None,
     ignore_patterns: Sequence[str] = (),
+    include_eval_text: bool = False,
 ) -> str:
     """Create ``repo_id`` (if needed) and upload ``output_dir`` to it; return the repository URL.
 
-    Checkpoints, ``training_args.bin`` and temporary files are left out (``UPLOAD_IGNORE``), plus any
+    Checkpoints, ``training_args.bin`` and temporary files are left out (``UPLOAD_IGNORE``), so are the
+    files that quote evaluation sentences (``EVAL_TEXT_PATTERNS``) unless ``include_eval_text``, plus any
     ``ignore_patterns`` given. ``token=None`` uses the token ``hf auth login`` stored. ``revision``
     names a branch, created when missing. Raises ``ValueError`` before uploading anything if a file
     that would go up contains ``token``.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, get_token
 
     folder = Path(output_dir)
     if not folder.is_dir():
         raise ValueError(f"Cannot push {folder}: no such folder.")
-    selected = files_to_upload(folder, ignore_patterns)
+    ignore = upload_ignore(ignore_patterns, include_eval_text=include_eval_text)
+    selected = files_to_upload(folder, ignore_patterns, include_eval_text=include_eval_text)
     if not selected:
-        raise ValueError(f"Cannot push {folder}: no file left to upload after the ignore patterns {UPLOAD_IGNORE}.")
-    if token:
-        _check_no_token(folder, selected, token)
+        raise ValueError(f"Cannot push {folder}: no file left to upload after the ignore patterns {ignore}.")
+    secret = token or get_token()  # the one `hf auth login` stored, when none is given
+    if secret:
+        _check_no_token(folder, selected, secret)
     size = sum((folder / relative).stat().st_size for relative in selected)
     logger.info(
         "Pushing %d files (%.1f MB) from %s to the Hub repository %s", len(selected), size / 1e6, folder, repo_id
     )
     logger.debug("Files to upload: %s", ", ".join(selected))
+    if not include_eval_text:
+        logger.info(
+            "Left out, as they quote evaluation sentences: %s (--push_eval_text uploads them)", EVAL_TEXT_PATTERNS
+        )
 
     api = HfApi(token=token)
     repo_url = api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
@@ -129,8 +152,7 @@ def push_output_dir(
         repo_id=repo_id,
         repo_type="model",
         revision=revision,
-        # A copy: upload_folder appends its defaults to the list it is given.
-        ignore_patterns=UPLOAD_IGNORE + list(ignore_patterns),
+        ignore_patterns=ignore,  # a new list: upload_folder appends its defaults to the list it is given
         commit_message=commit_message,
     )
     logger.info("Pushed to %s", repo_url)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ner.alignment import encode_sentences, require_fast_tokenizer
-from ner.schemes import to_iob2
+from ner.schemes import entities
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +49,6 @@ def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     """Words of raw text with their ``(start, end)`` character offsets in ``text``."""
     matches = list(WORD.finditer(text))
     return [m.group() for m in matches], [m.span() for m in matches]
-
-
-def entity_spans(tags: Sequence[str], scheme: str) -> list[tuple[int, int, str]]:
-    """``(first word, end word exclusive, type)`` of each entity; an entity opened by ``I-`` counts (as conlleval)."""
-    from ner.reports import sentence_entities
-
-    if scheme in ("IOB1", "IOB2"):
-        return sentence_entities([to_iob2(tags)], "IOB2")[0]
-    return sentence_entities([list(tags)], scheme)[0]
 
 
 class NerPredictor:
@@ -133,11 +124,15 @@ class NerPredictor:
                 ids[i, :length] = torch.tensor(examples["input_ids"][r])
                 attention[i, :length] = 1
                 first[i, [p for p in examples["word_positions"][r] if p >= 0]] = True
+            edges = {
+                name: torch.tensor([examples[name][r] for r in rows], dtype=torch.bool, device=self.device)
+                for name in ("opens_sentence", "closes_sentence")
+            }
             ids, attention, first = ids.to(self.device), attention.to(self.device), first.to(self.device)
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
-            labels = self.model.decode(logits, first)
-            probabilities = logits.softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+                output = self.model(input_ids=ids, attention_mask=attention, word_starts=first, **edges)
+            labels = output.predictions
+            probabilities = output.logits.float().softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
             labels, probabilities = labels.cpu().tolist(), probabilities.cpu().tolist()
             for i, r in enumerate(rows):
                 sentence = examples["sentence_index"][r]
@@ -156,7 +151,7 @@ class NerPredictor:
                 offsets.append((position, position + len(word)))
                 position += len(word) + 1
         found = []
-        for first, end, entity_type in entity_spans(tagged.tags, self.scheme):
+        for first, end, entity_type in entities(tagged.tags):
             start, stop = offsets[first][0], offsets[end - 1][1]
             score = sum(tagged.scores[first:end]) / (end - first)
             found.append(Entity(start, stop, entity_type, text[start:stop], round(score, 4)))

@@ -3,10 +3,12 @@
 ``prepare_model_source`` turns ``--model_name_or_path`` (plus ``--config_name``/``--tokenizer_name``)
 into something ``from_pretrained`` loads: a Hub name or Hugging Face folder is used as is; an
 original-release folder (``bert_config.json``, ``vocab.txt``, ``pytorch_model.bin`` or
-``model.safetensors``, or SciBERT's ``weights.tar.gz``), a bare weights file, or a TensorFlow
+``model.safetensors``, or SciBERT's ``weights.tar.gz``), a release archive (SciBERT's
+``scibert_scivocab_cased.tar``, holding that folder), a bare weights file, or a TensorFlow
 checkpoint is staged once into a Hugging Face folder under the cache (``config.json``,
 ``model.safetensors``, tokenizer files), checked on the way: shapes against the config, the
-vocabulary against the embedding matrix.
+vocabulary against the embedding matrix. Staging holds a file lock, so processes that start together
+stage a model once, and the staged folder gets the permissions of an ordinary ``mkdir``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import os
 import pickle
 import shutil
 import tarfile
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +33,27 @@ HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index
 RELEASE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 CONFIG_FILES = ("config.json", "bert_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")  # staged with the vocabulary
 TF_SUFFIXES = (".index", ".meta")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+# Staged folder -> the --model_name_or_path it came from: the casing guard judges names by what the user
+# gave, not by the cache's hash (run_ner passes the staged path to load_tokenizer).
+_STAGED_FROM: dict[str, str] = {}
 
 
 @dataclass
 class ModelSource:
-    """What to pass to ``from_pretrained``: ``model`` and ``tokenizer`` paths or Hub names."""
+    """What to pass to ``from_pretrained``: ``model`` and ``tokenizer`` paths or Hub names.
+
+    ``user_name`` is ``--model_name_or_path`` as given, for messages and the casing guard's name rule.
+    """
 
     model: str
     tokenizer: str
     config: str | None = None
     staged: bool = False
+    user_name: str | None = None
 
 
 def default_cache_dir() -> Path:
@@ -82,6 +96,18 @@ def _fingerprint(*paths: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
+def new_work_folder(parent: Path, name: str) -> Path:
+    """An empty folder in ``parent`` to build ``name`` in, then rename into place.
+
+    Made with ``mkdir``, so its permissions follow the umask as any folder's do (``mkdtemp``'s are 0700,
+    which other users of a shared cache could not read).
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    work = parent / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+    work.mkdir()
+    return work
+
+
 def prepare_model_source(
     model_name_or_path: str,
     *,
@@ -95,10 +121,10 @@ def prepare_model_source(
     if not path.exists() and _tf_prefix(path) is None:
         if model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1:
             raise ValueError(f"--model_name_or_path {model_name_or_path}: no such file or folder.")
-        return ModelSource(model_name_or_path, tokenizer, config_name)  # a Hub name
+        return ModelSource(model_name_or_path, tokenizer, config_name, user_name=model_name_or_path)  # a Hub name
     folder = path if path.is_dir() else path.parent
     if path.is_dir() and (path / "config.json").is_file() and _find(path, HF_WEIGHTS) and config_name is None:
-        return ModelSource(str(path), tokenizer, None)  # a Hugging Face folder
+        return ModelSource(str(path), tokenizer, None, user_name=model_name_or_path)  # a Hugging Face folder
     config = Path(config_name) if config_name else _find(folder, CONFIG_FILES)
     vocab = None if tokenizer_name else _find(folder, TOKENIZER_FILES)
     tf_prefix = _tf_prefix(path) if not path.is_dir() else None
@@ -110,13 +136,14 @@ def prepare_model_source(
         if weights is None and archive is None:
             tf_prefix = _tf_prefix_in(path)
     elif tf_prefix is None:
-        if path.name.endswith((".tar.gz", ".tgz")):
-            archive = path
+        if path.name.endswith(ARCHIVE_SUFFIXES):
+            archive = path  # weights.tar.gz, or a whole release folder packed (scibert_scivocab_cased.tar)
         elif path.suffix in (".safetensors", ".bin", ".pt", ".pth"):
             weights = path
         else:
             raise ValueError(
-                f"{path}: not a weights file (.safetensors, .bin), a weights.tar.gz, or a TensorFlow checkpoint prefix."
+                f"{path}: not a weights file (.safetensors, .bin), a release archive (.tar, .tar.gz), or a "
+                "TensorFlow checkpoint prefix."
             )
     if weights is None and archive is None and tf_prefix is None:
         found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
@@ -125,34 +152,50 @@ def prepare_model_source(
             "with config.json or bert_config.json, a weights.tar.gz holding them, or a TensorFlow checkpoint "
             "(model.ckpt.index + .data-*)."
         )
+    settings = [vocab.parent / name for name in TOKENIZER_SETTINGS if (vocab.parent / name).is_file()] if vocab else []
     staging_root = Path(cache_dir) if cache_dir else default_cache_dir()
-    target = staging_root / _fingerprint(config, vocab, weights, archive, Path(f"{tf_prefix}.index") if tf_prefix else None)
-    if not (target / "config.json").is_file():
-        _stage(target, config=config, vocab=vocab, weights=weights, archive=archive, tf_prefix=tf_prefix)
-        logger.info("Prepared %s as a Hugging Face folder in %s", model_name_or_path, target)
-    else:
-        logger.info("Using %s, prepared earlier from %s", target, model_name_or_path)
-    return ModelSource(str(target), tokenizer_name or str(target), None, staged=True)
+    tf_index = Path(f"{tf_prefix}.index") if tf_prefix else None
+    target = staging_root / _fingerprint(config, vocab, *settings, weights, archive, tf_index)
+    staging_root.mkdir(parents=True, exist_ok=True)
+    # Processes started together (torchrun, two jobs on one cache) would otherwise stage the same folder
+    # at once, and one could delete the folder the other is loading.
+    with FileLock(str(staging_root / f"{target.name}.lock")):
+        if not (target / "config.json").is_file():
+            _stage(target, config=config, config_given=config_name is not None, vocab=vocab,
+                   want_vocab=tokenizer_name is None, weights=weights, archive=archive, tf_prefix=tf_prefix)
+            logger.info("Prepared %s as a Hugging Face folder in %s", model_name_or_path, target)
+        else:
+            logger.info("Using %s, prepared earlier from %s", target, model_name_or_path)
+    _STAGED_FROM[str(target)] = model_name_or_path
+    return ModelSource(str(target), tokenizer_name or str(target), None, staged=True, user_name=model_name_or_path)
 
 
 def _stage(
     target: Path,
     *,
     config: Path | None,
+    config_given: bool,
     vocab: Path | None,
+    want_vocab: bool,
     weights: Path | None,
     archive: Path | None,
     tf_prefix: Path | None,
 ) -> None:
-    """Write config.json, model.safetensors and the vocabulary into ``target``, atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    """Write config.json, model.safetensors and the tokenizer files into ``target``, atomically.
+
+    In an archive, its own config and vocabulary come before ones lying beside it; ``--config_name``
+    before both.
+    """
+    work = new_work_folder(target.parent, target.name)
     try:
         if tf_prefix is not None:
             _convert_tf(tf_prefix, config, vocab, work)
         else:
             if archive is not None:
-                config, weights = _unpack(archive, work / "unpacked", config)
+                found = _unpack(archive, work / "unpacked")
+                weights = found["weights"]
+                config = config if config_given else (found.get("config") or config)
+                vocab = (found.get("vocab") or vocab) if want_vocab else None
             if config is None:
                 raise ValueError(
                     f"No bert_config.json or config.json beside {weights}; pass --config_name path/bert_config.json."
@@ -160,14 +203,18 @@ def _stage(
             state = load_state_dict(weights)
             model_config = _write_config(config, work)
             check_shapes(state, model_config, weights, config)
+            state = drop_shared_duplicates(state, weights)
             from safetensors.torch import save_file
 
             save_file({key: tensor.contiguous() for key, tensor in state.items()}, work / "model.safetensors", metadata={"format": "pt"})
             if vocab is not None:
                 shutil.copy(vocab, work / vocab.name)
+                for name in TOKENIZER_SETTINGS:
+                    if (vocab.parent / name).is_file():
+                        shutil.copy(vocab.parent / name, work / name)
         shutil.rmtree(work / "unpacked", ignore_errors=True)
         if target.exists():
-            shutil.rmtree(target)
+            shutil.rmtree(target)  # a half-written folder from before; staging holds the lock
         os.replace(work, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -185,20 +232,51 @@ def _convert_tf(prefix: Path, config: Path | None, vocab: Path | None, work: Pat
     tf_conversion.convert_for_loading(prefix, config, vocab, work)
 
 
-def _unpack(archive: Path, destination: Path, config: Path | None) -> tuple[Path, Path]:
-    """Extract a weights.tar.gz (config + weights, as SciBERT's release) with no path escaping it."""
+def _extract(archive: Path, destination: Path, shown: str) -> dict[str, Path]:
+    """Extract ``archive`` with no path escaping ``destination``; its files by name (each name once)."""
     destination.mkdir(parents=True)
     try:
         with tarfile.open(archive) as tar:
             tar.extractall(destination, filter="data")
     except (tarfile.TarError, OSError) as error:
-        raise ValueError(f"{archive}: cannot unpack ({error}); expected a .tar.gz holding bert_config.json and pytorch_model.bin.") from None
-    files = {p.name: p for p in destination.rglob("*") if p.is_file()}
+        raise ValueError(
+            f"{shown}: cannot unpack ({error}); expected a .tar or .tar.gz holding bert_config.json and "
+            "pytorch_model.bin (or a release folder with them, or with a weights.tar.gz holding them)."
+        ) from None
+    files: dict[str, Path] = {}
+    for path in sorted(destination.rglob("*")):
+        if not path.is_file() or path.name.startswith("._"):  # ._*: macOS tar's resource forks
+            continue
+        if path.name in files and path.name in (*RELEASE_WEIGHTS, *CONFIG_FILES, *TOKENIZER_FILES, "weights.tar.gz"):
+            first, second = (p.relative_to(destination) for p in (files[path.name], path))
+            raise ValueError(
+                f"{shown} holds two {path.name} ({first} and {second}); unpack it and pass the folder of the model "
+                "you mean as --model_name_or_path."
+            )
+        files.setdefault(path.name, path)
+    return files
+
+
+def _unpack(archive: Path, destination: Path) -> dict[str, Path]:
+    """Weights, config and vocabulary from a release archive: SciBERT's weights.tar.gz (config and
+    weights), or its outer .tar (a folder with vocab.txt and that weights.tar.gz), unpacked in turn."""
+    files = _extract(archive, destination, str(archive))
+    if not any(name in files for name in RELEASE_WEIGHTS) and "weights.tar.gz" in files:
+        inner = files["weights.tar.gz"]
+        shown = f"{archive} ({inner.relative_to(destination)})"
+        files = {**_extract(inner, destination / ".weights", shown), **files}
     weights = next((files[name] for name in RELEASE_WEIGHTS if name in files), None)
     if weights is None:
-        raise ValueError(f"{archive} holds {sorted(files) or 'nothing'}; expected pytorch_model.bin or model.safetensors in it.")
-    config = config or next((files[name] for name in CONFIG_FILES if name in files), None)
-    return config, weights
+        found = ", ".join(sorted(files)) or "nothing"
+        raise ValueError(
+            f"{archive} holds {found}; expected pytorch_model.bin or model.safetensors in it (or in a "
+            "weights.tar.gz in it)."
+        )
+    found = {"weights": weights}
+    config = next((files[name] for name in CONFIG_FILES if name in files), None)
+    vocab = next((files[name] for name in TOKENIZER_FILES if name in files), None)
+    found.update({key: value for key, value in (("config", config), ("vocab", vocab)) if value is not None})
+    return found
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:
@@ -227,6 +305,41 @@ def load_state_dict(path: Path) -> dict[str, Any]:
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         renamed[key] = tensor
     return renamed
+
+
+def drop_shared_duplicates(state: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The state with one tensor per storage, since safetensors refuses tensors that share memory.
+
+    pytorch-pretrained-bert saved ``BertForPreTraining`` with the MLM decoder's weight being the word
+    embeddings themselves (SciBERT's weights.tar.gz, BioBERT's PyTorch ports). A pre-training head's name
+    that is the very same tensor as another weight is dropped (transformers ties it again on loading);
+    any other overlap is copied apart.
+    """
+    by_storage: dict[tuple[str, int], list[str]] = {}
+    for key, tensor in state.items():
+        if hasattr(tensor, "untyped_storage") and tensor.numel():
+            by_storage.setdefault((str(tensor.device), tensor.untyped_storage().data_ptr()), []).append(key)
+    result = dict(state)
+    for keys in by_storage.values():
+        if len(keys) < 2:
+            continue
+        keep, *others = sorted(keys, key=lambda key: (key.startswith("cls."), key))
+        kept = state[keep]
+        for key in others:
+            tensor = state[key]
+            same = (tensor.dtype, tensor.shape, tensor.stride(), tensor.storage_offset()) == (
+                kept.dtype, kept.shape, kept.stride(), kept.storage_offset()
+            )
+            if same and key.startswith("cls."):
+                del result[key]
+                logger.info(
+                    "%s: dropped %s, which is %s itself (a tied weight; transformers ties it again when loading).",
+                    source, key, keep,
+                )
+            else:
+                result[key] = tensor.clone()
+                logger.info("%s: %s shares memory with %s; staged as a copy of its own.", source, key, keep)
+    return result
 
 
 def _write_config(config_path: Path, work: Path):
@@ -329,13 +442,19 @@ def capitalised_share(tokenizer: Any) -> float:
     return sum(piece[0].isupper() for piece in alphabetic) / len(alphabetic) if alphabetic else 0.0
 
 
-def load_tokenizer(name_or_path: str, *, do_lower_case: bool | None = None, **hub_kwargs: Any) -> Any:
+def load_tokenizer(
+    name_or_path: str, *, do_lower_case: bool | None = None, user_name: str | None = None, **hub_kwargs: Any
+) -> Any:
     """A fast tokenizer whose lowercasing matches its vocabulary (or ``do_lower_case`` when given).
 
     Several cased models on the Hub ship without a tokenizer_config.json, so ``AutoTokenizer``
     lowercases their input and most capitalised words map to [UNK] or to the wrong pieces.
+    ``user_name`` is the name the user gave, which the "name says cased" rule and the messages use;
+    by default ``name_or_path``, or for a folder ``prepare_model_source`` staged, what it was staged from.
     """
     from transformers import AutoTokenizer
+
+    shown = user_name or _STAGED_FROM.get(str(name_or_path)) or str(name_or_path)
 
     if str(name_or_path).endswith(".model") and os.path.isfile(name_or_path):
         tokenizer = sentencepiece_tokenizer(name_or_path)
@@ -349,26 +468,26 @@ def load_tokenizer(name_or_path: str, *, do_lower_case: bool | None = None, **hu
     wanted = do_lower_case
     if wanted is None:
         share = capitalised_share(tokenizer)
-        name = Path(str(name_or_path)).name.lower()
+        name = Path(shown).name.lower()
         cased_name = "cased" in name and "uncased" not in name
         if lowercases and (share > 0.01 or cased_name):
             wanted = False
             logger.warning(
                 "%s: the tokenizer lowercases, but the vocabulary is cased (%.0f%% of word pieces capitalised%s); "
                 "lowercasing turned off. Pass --do_lower_case true to keep it.",
-                name_or_path, 100 * share, ", and the name says cased" if cased_name else "",
+                shown, 100 * share, ", and the name says cased" if cased_name else "",
             )
         elif not lowercases and share == 0.0 and "cased" not in name.replace("uncased", ""):
             wanted = True
             logger.warning(
                 "%s: the tokenizer keeps case, but the vocabulary has no capitalised pieces; lowercasing turned on "
                 "(else capitalised words become [UNK]). Pass --do_lower_case false to keep case.",
-                name_or_path,
+                shown,
             )
     if wanted is not None and wanted != lowercases:
         if rebuild is None:
-            raise ValueError(f"--do_lower_case applies to WordPiece (vocab.txt) tokenizers, not to {name_or_path}.")
+            raise ValueError(f"--do_lower_case applies to WordPiece (vocab.txt) tokenizers, not to {shown}.")
         tokenizer = rebuild(wanted)
         if _lowercases(tokenizer) != wanted:
-            raise ValueError(f"The tokenizer of {name_or_path} does not support do_lower_case={wanted}.")
+            raise ValueError(f"The tokenizer of {shown} does not support do_lower_case={wanted}.")
     return tokenizer

@@ -1,9 +1,12 @@
 """The model card: ``README.md`` in the output folder, with Hub metadata and the measured scores.
 
 The YAML header carries ``model-index`` results (dev F1 etc. as split ``validation``, test as
-``test``), so the Hub shows them on the model page; the body has the label set, per-type tables,
-hyperparameters, a ``pipeline()`` snippet and the plots. Nothing that looks like a credential is
-written: hyperparameter keys holding "token", "secret", "password" or "api_key" are dropped.
+``test``), so the Hub shows them on the model page; the body names each data file for what it was
+used for (training, validation, test), and has the label set, per-type tables, hyperparameters, a
+``pipeline()`` snippet and the plots. Scores are conlleval-compatible (an entity opened by ``I-``
+counts); seqeval's strict F1 is shown beside them. Only training data goes into the ``datasets``
+metadata. Nothing that looks like a credential is written: hyperparameter keys holding "token",
+"secret", "password" or "api_key" are dropped.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ LOCAL_DATA_SUFFIXES = (
 )
 SPLITS = (("eval", "validation", "Validation (dev)"), ("predict", "test", "Test"))
 CARD_METRICS = (
-    ("f1", "F1 (strict, entity level)"),
-    ("precision", "Precision (strict, entity level)"),
-    ("recall", "Recall (strict, entity level)"),
+    ("f1", "F1 (conlleval-compatible, entity level)"),
+    ("precision", "Precision (conlleval-compatible, entity level)"),
+    ("recall", "Recall (conlleval-compatible, entity level)"),
+    ("f1_strict", "F1 (seqeval strict, entity level)"),
     ("accuracy", "Accuracy (token level)"),
 )
 
@@ -47,21 +51,30 @@ def _display_name(name: str) -> str:
     return "/".join(parts[-2:]) if len(parts) > 1 else name
 
 
-def _dataset_label(datasets: Sequence[str]) -> str:
-    hub = [name for name in datasets if is_hub_id(name)]
-    if hub:
-        return ", ".join(hub)
-    parents = {Path(name).resolve().parent.name for name in datasets}
-    return parents.pop() if len(parents) == 1 and "" not in parents else "custom"
+def _dataset_label(source: str | None) -> str:
+    """The model-index dataset name of one split: its Hub id, else the folder its file lies in."""
+    if source and is_hub_id(source):
+        return source
+    parent = Path(source).resolve().parent.name if source else ""
+    return parent or "custom"
 
 
-def model_index(model_name: str, datasets: Sequence[str], results: dict[str, float]) -> list[dict[str, Any]]:
+def _source(split: str, source: str | None) -> str:
+    """One split's data for the card's text: the split of a Hub dataset, or a local file and what it was for."""
+    if not source:
+        return f"{split} data (not recorded)"
+    if is_hub_id(source):
+        return f"the `{split}` split of [{source}](https://huggingface.co/datasets/{source})"
+    return f"`{_display_name(source)}`" + ("" if split == "train" else f" ({split})")
+
+
+def model_index(model_name: str, data_files: dict[str, str], results: dict[str, float]) -> list[dict[str, Any]]:
     """``model-index`` metadata: one result per split (dev, test) that has ``{prefix}_f1`` in ``results``."""
     entries = []
-    label = _dataset_label(datasets)
     for prefix, split, _ in SPLITS:
         if f"{prefix}_f1" not in results:
             continue
+        label = _dataset_label(data_files.get(split))
         metrics = [
             {"type": metric, "value": float(results[f"{prefix}_{metric}"]), "name": name}
             for metric, name in CARD_METRICS
@@ -78,17 +91,24 @@ def model_index(model_name: str, datasets: Sequence[str], results: dict[str, flo
 
 
 def card_metadata(
-    *, model_name: str, base_model: str, datasets: Sequence[str], scheme: str, results: dict[str, float]
+    *,
+    model_name: str,
+    base_model: str,
+    data_files: dict[str, str],
+    trained: bool,
+    scheme: str,
+    results: dict[str, float],
 ) -> dict[str, Any]:
+    """The YAML header; ``datasets`` lists the training data only (the Hub reads it as "trained on")."""
     metadata: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "token-classification"}
     if is_hub_id(base_model):
         metadata["base_model"] = base_model
-    hub_datasets = [name for name in datasets if is_hub_id(name)]
-    if hub_datasets:
-        metadata["datasets"] = hub_datasets
+    train = data_files.get("train")
+    if trained and train and is_hub_id(train):
+        metadata["datasets"] = [train]
     metadata["tags"] = ["token-classification", "ner", "named-entity-recognition", scheme.lower()]
     metadata["metrics"] = ["f1", "precision", "recall", "accuracy"]
-    index = model_index(model_name, datasets, results)
+    index = model_index(model_name, data_files, results)
     if index:
         metadata["model-index"] = index
     return metadata
@@ -107,31 +127,59 @@ def _relative_plot(output_dir: Path, plot: str) -> str:
     return path.as_posix()
 
 
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def describe_data(base: str, data_files: dict[str, str], trained: bool) -> str:
+    """The card's first sentence: what the model was fine-tuned on, and what it was evaluated on."""
+    evaluated = [_source(split, data_files[split]) for _, split, _ in SPLITS if split in data_files]
+    if trained:
+        text = f"A named entity recognition (token classification) model fine-tuned from {base} on "
+        text += _source("train", data_files.get("train"))
+        return text + (f"; evaluated on {_and(evaluated)}." if evaluated else ".")
+    text = "A named entity recognition (token classification) model"
+    text += f", evaluated on {_and(evaluated)}" if evaluated else ""
+    return text + f". The model was not trained in this run; its weights are the base model's, {base}."
+
+
+def eval_text_note(eval_text_on_hub: bool) -> list[str]:
+    """Which files quote sentences of the evaluation data, and whether they go to the Hub."""
+    if eval_text_on_hub:
+        return [
+            "The prediction files (`*_predictions.txt`) and the mistakes in context (`*_mistakes.md`/`.json`) quote "
+            "sentences of the evaluation data; they are uploaded with the model (`--push_eval_text`).",
+        ]
+    return [
+        "The prediction files (`*_predictions.txt`) and the mistakes in context (`*_mistakes.md`/`.json`) quote "
+        "sentences of the evaluation data, so they stay off the Hub; `--push_eval_text` uploads them. The reports "
+        "(`*_report.md`/`.json`: scores and confusions by entity type) hold no text of the data and are uploaded.",
+    ]
+
+
 def card_body(
     *,
     output_dir: Path,
     model_name: str,
     base_model: str,
-    datasets: Sequence[str],
+    data_files: dict[str, str],
+    trained: bool,
     label_list: Sequence[str],
     scheme: str,
     hyperparameters: dict[str, Any],
     results: dict[str, float],
     plots: Sequence[str],
+    eval_text_on_hub: bool = False,
 ) -> str:
     if is_hub_id(base_model):
         base = f"[{base_model}](https://huggingface.co/{base_model})"
     else:
         base = f"`{_display_name(base_model)}` (a local model)"
-    data = ", ".join(
-        f"[{name}](https://huggingface.co/datasets/{name})" if is_hub_id(name) else f"`{_display_name(name)}`"
-        for name in datasets
-    ) or "not recorded"
     types = sorted({label.partition("-")[2] for label in label_list if label != "O"})
     lines = [
         f"# {model_name}",
         "",
-        f"A named entity recognition (token classification) model fine-tuned from {base} on {data}.",
+        describe_data(base, data_files, trained),
         "",
         "## Labels",
         "",
@@ -140,41 +188,74 @@ def card_body(
         "",
         "## Results",
         "",
-        "Entity-level precision, recall and F1 (seqeval, strict matching with the scheme above); support is the "
-        "number of gold entities.",
+        "Entity-level precision, recall and F1, conlleval-compatible: entities are read as conlleval reads them "
+        "(an entity opened by `I-` counts), as the CoNLL shared tasks and the Hugging Face example score; support "
+        f"is the number of gold entities. Strict F1 is seqeval's strict mode with the {scheme} scheme, which does "
+        "not count such entities.",
     ]
+    scored = [prefix for prefix, _, _ in SPLITS if f"{prefix}_f1" in results]
     for prefix, _, title in SPLITS:
-        if f"{prefix}_f1" not in results:
+        if prefix not in scored:
             continue
         overall = overall_scores(results, prefix)
         lines += ["", f"### {title}", ""]
         lines += scores_table(overall, per_type_scores(results, prefix))
+        lines.append("")
+        if f"{prefix}_f1_strict" in results:
+            lines.append(f"Strict F1 (seqeval strict, {scheme}): {float(results[f'{prefix}_f1_strict']):.4f}.")
         if "accuracy" in overall:
-            lines += ["", f"Token accuracy: {overall['accuracy']:.4f}."]
-    if not any(f"{prefix}_f1" in results for prefix, _, _ in SPLITS):
+            lines.append(f"Token accuracy: {overall['accuracy']:.4f}.")
+        if lines[-1] == "":
+            lines.pop()
+    if scored:
+        lines += ["", "### Evaluation data", "", *eval_text_note(eval_text_on_hub)]
+    else:
         lines += ["", "No evaluation results were recorded."]
     reference = model_name if is_hub_id(model_name) else "path/to/this/folder"
-    lines += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from transformers import pipeline",
-        "",
-        f'ner = pipeline("token-classification", model="{reference}", aggregation_strategy="first")',
-        'ner("Maria Lopez flew from Madrid to Berlin on Monday.")',
-        "```",
-        "",
-        'The model was trained on the first sub-token of each word, which `aggregation_strategy="first"` reads.',
-    ]
-    if scheme not in ("IOB1", "IOB2"):
+    decoding = own_decoding(hyperparameters)
+    if decoding:
+        lines += [
+            "",
+            "## Usage",
+            "",
+            f"This model decodes with {decoding}, and its scores above were measured that way. `pipeline()` takes "
+            "the argmax of each sub-token's logits instead and would give other tags, so plain transformers does not "
+            "load it (model type `ner_bert`); this project's predictor gives the decoding that was scored:",
+            "",
+            "```python",
+            "from ner.inference import NerPredictor  # the NER fine-tuning toolkit that wrote this folder",
+            "",
+            f'predictor = NerPredictor("{reference}")',
+            'predictor.predict_text(["Maria Lopez flew from Madrid to Berlin on Monday."])',
+            "```",
+            "",
+            f"or `python -m ner predict --model {reference} --input FILE`.",
+        ]
+    else:
+        lines += [
+            "",
+            "## Usage",
+            "",
+            "```python",
+            "from transformers import pipeline",
+            "",
+            *(["import ner  # registers model type ner_bert (this MLP head) with the Auto classes", ""]
+              if (hyperparameters.get("head_layers") or 1) > 1 else []),
+            f'ner = pipeline("token-classification", model="{reference}", aggregation_strategy="first")',
+            'ner("Maria Lopez flew from Madrid to Berlin on Monday.")',
+            "```",
+            "",
+            'The model was trained on the first sub-token of each word, which `aggregation_strategy="first"` reads.',
+        ]
+    if scheme not in ("IOB1", "IOB2") and not decoding:
         lines.append(
             f"The pipeline's grouping understands only `B-`/`I-` prefixes; with {scheme} labels use "
             '`aggregation_strategy="none"` and join the tags yourself.'
         )
     secrets_free = drop_secrets(hyperparameters)
     if secrets_free:
-        lines += ["", "## Training hyperparameters", "", "| name | value |", "| --- | --- |"]
+        heading = "## Training hyperparameters" if trained else "## Evaluation settings"
+        lines += ["", heading, "", "| name | value |", "| --- | --- |"]
         lines += [f"| {_cell(key)} | {_cell(value)} |" for key, value in secrets_free.items()]
     if plots:
         lines += ["", "## Plots", ""]
@@ -185,39 +266,57 @@ def card_body(
     return "\n".join(lines) + "\n"
 
 
+def own_decoding(hyperparameters: dict[str, Any]) -> str | None:
+    """How the model decodes when ``pipeline()``'s argmax would not give it (None for a stock linear argmax model)."""
+    if hyperparameters.get("use_crf"):
+        return "a CRF (Viterbi over its learnt transition scores)"
+    if hyperparameters.get("decoding") == "constrained":
+        return "constrained Viterbi decoding (only the tag transitions the scheme allows)"
+    return None
+
+
 def write_model_card(
     output_dir: str | os.PathLike,
     *,
     base_model: str,
-    datasets: list[str],
+    data_files: dict[str, str],
+    trained: bool,
     label_list: list[str],
     scheme: str,
     hyperparameters: dict[str, Any],
     results: dict[str, float],
     plots: list[str] | None = None,
     model_name: str | None = None,
+    eval_text_on_hub: bool = False,
 ) -> Path:
     """Write ``README.md`` (YAML metadata + card) into ``output_dir``; return its path.
 
-    ``results`` is the flat metrics dict of ``all_results.json`` (``eval_f1``, ``eval_PER_f1``, ...,
-    ``predict_*`` for the test set). ``plots`` are image paths relative to ``output_dir`` (absolute
-    paths inside it are made relative). ``model_name`` defaults to the folder's name; give the Hub
-    repository id when pushing, so the usage snippet names it.
+    ``data_files`` maps each split the run used (``train``, ``validation``, ``test``) to its file or Hub
+    dataset id; ``trained`` says whether this run fine-tuned the model (a predict-only run did not, and
+    its card says so). ``eval_text_on_hub`` says whether the files quoting evaluation sentences are
+    uploaded (``--push_eval_text``). ``results`` is the flat metrics dict of ``all_results.json``
+    (``eval_f1``, ``eval_PER_f1``, ..., ``predict_*`` for the test set). ``plots`` are image paths
+    relative to ``output_dir`` (absolute paths inside it are made relative). ``model_name`` defaults to
+    the folder's name; give the Hub repository id when pushing, so the usage snippet names it.
     """
     folder = Path(output_dir)
     name = model_name or folder.resolve().name
-    metadata = card_metadata(model_name=name, base_model=base_model, datasets=datasets, scheme=scheme, results=results)
+    metadata = card_metadata(
+        model_name=name, base_model=base_model, data_files=data_files, trained=trained, scheme=scheme, results=results
+    )
     header = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, default_flow_style=False)
     body = card_body(
         output_dir=folder,
         model_name=name,
         base_model=base_model,
-        datasets=datasets,
+        data_files=data_files,
+        trained=trained,
         label_list=label_list,
         scheme=scheme,
         hyperparameters=hyperparameters,
         results=results,
         plots=plots or [],
+        eval_text_on_hub=eval_text_on_hub,
     )
     path = folder / "README.md"
     with atomic_writer(path) as out:

@@ -9,15 +9,17 @@ the saved folder also loads in plain transformers and ``pipeline("token-classifi
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForTokenClassification, BertConfig
+from transformers import initialization as init
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 
-from ner.crf import CRF, allowed_transitions, constrained_decode
+from ner.crf import CRF, TransitionRules, allowed_transitions, constrained_decode
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +61,22 @@ class NerBertConfig(BertConfig):
 
     @property
     def stock_compatible(self) -> bool:
-        """True when the weights are exactly those of ``BertForTokenClassification``."""
-        return self.head_layers == 1 and not self.use_crf
+        """True when stock ``BertForTokenClassification`` (and ``pipeline()``) gives what this model scores:
+        the same weights (a single linear layer, no CRF) and the same decoding (argmax per token).
+
+        A constrained-decoding model keeps ``model_type`` ``ner_bert``, so that plain transformers refuses it
+        instead of silently decoding it by argmax.
+        """
+        return self.head_layers == 1 and not self.use_crf and self.decoding == "argmax"
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> NerBertConfig:
+        # A stock-compatible folder says model_type "bert"; reading it as ours is intended, not worth
+        # transformers' "model of type bert to instantiate a model of type ner_bert" warning on every load.
+        config_dict, kwargs = cls.get_config_dict(*args, **kwargs)
+        if config_dict.get("model_type") == BertConfig.model_type:
+            config_dict["model_type"] = cls.model_type
+        return cls.from_dict(config_dict, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
@@ -72,8 +88,24 @@ class NerBertConfig(BertConfig):
         return output
 
 
+@dataclass
+class NerOutput(TokenClassifierOutput):
+    """``TokenClassifierOutput`` plus ``predictions``: label ids decoded by the model's own decoding
+    (argmax, constrained Viterbi or the CRF), outside training; 0 at positions that were not decoded."""
+
+    predictions: torch.LongTensor | None = None
+
+
 class BertForNer(BertPreTrainedModel):
-    """BERT encoder -> dropout -> head (linear or MLP) -> per-token label logits."""
+    """BERT encoder -> dropout -> head (linear or MLP) -> per-token label logits -> decoding.
+
+    Decoding happens inside ``forward`` (the ``predictions`` output, in eval mode), so that it runs where the
+    parameters are whole: under DeepSpeed ZeRO-3 or FSDP the CRF's transitions are gathered only there.
+    It reads one position per word (the first sub-token): the labelled positions when ``labels`` are given
+    (evaluation data is labelled at first sub-tokens only), else ``word_starts``. ``opens_sentence`` and
+    ``closes_sentence`` ([batch] bool) say whether a row holds its sentence's first/last word: a window cut
+    from a long sentence may start or end inside an entity, so the sentence-edge rules apply only there.
+    """
 
     config_class = NerBertConfig
     # The loss is a mean over this batch's labelled positions; the Trainer must not rescale it by
@@ -96,11 +128,18 @@ class BertForNer(BertPreTrainedModel):
         self.head = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_features, config.num_labels)
         self.crf = None
-        if config.use_crf:
-            with torch.device("cpu"):  # from_pretrained builds the model on the meta device; the masks are data
-                allowed = allowed_transitions(self.label_list, config.tag_scheme)
-            self.crf = CRF(config.num_labels, allowed)
+        self.rules = None  # the scheme's transitions, for constrained decoding without a CRF
+        if config.use_crf or config.decoding == "constrained":
+            allowed = self._allowed()
+            if config.use_crf:
+                self.crf = CRF(config.num_labels, allowed)
+            else:
+                self.rules = TransitionRules(allowed)
         self.post_init()
+
+    def _allowed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.device("cpu"):  # from_pretrained builds the model on the meta device; the tables are data
+            return allowed_transitions(self.label_list, self.config.tag_scheme)
 
     @property
     def label_list(self) -> list[str]:
@@ -110,19 +149,28 @@ class BertForNer(BertPreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, CRF):
             for parameter in (module.transitions, module.start_transitions, module.end_transitions):
-                nn.init.uniform_(parameter, -0.1, 0.1)
+                init.uniform_(parameter, -0.1, 0.1)  # skipped for parameters loaded from the checkpoint
+        if isinstance(module, TransitionRules):  # buffers that are not saved: refill them from the config
+            for buffer, table in zip(module.tables(), self._allowed()):
+                init.copy_(buffer, table)
 
     @torch.no_grad()
-    def decode(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Label ids [batch, length] at the positions in ``mask`` (the labelled sub-tokens); 0 elsewhere.
+    def decode(
+        self,
+        logits: torch.Tensor,
+        mask: torch.Tensor,
+        opens_sentence: torch.Tensor | None = None,
+        closes_sentence: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Label ids [batch, length] at the positions in ``mask`` (one per word); 0 elsewhere.
 
         Argmax, or Viterbi under the CRF's learnt transitions, or under the scheme's valid transitions.
         """
         if self.crf is not None:
-            return self.crf.decode(logits, mask)
-        if self.config.decoding == "constrained":
-            return constrained_decode(logits, mask, self.label_list, self.config.tag_scheme)
-        return logits.argmax(dim=-1)
+            return self.crf.decode(logits, mask, opens_sentence, closes_sentence)
+        if self.rules is not None:
+            return constrained_decode(logits, mask, self.rules.tables(), opens_sentence, closes_sentence)
+        return logits.argmax(dim=-1).masked_fill(~mask.bool(), 0)
 
     def forward(
         self,
@@ -132,8 +180,11 @@ class BertForNer(BertPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        word_starts: torch.Tensor | None = None,
+        opens_sentence: torch.Tensor | None = None,
+        closes_sentence: torch.Tensor | None = None,
         **kwargs: Any,
-    ) -> TokenClassifierOutput:
+    ) -> NerOutput:
         outputs = self.bert(
             input_ids,
             attention_mask=attention_mask,
@@ -147,13 +198,32 @@ class BertForNer(BertPreTrainedModel):
         logits = self.classifier(hidden)
         loss = None
         if labels is not None and self.crf is not None:
-            loss = self.crf.neg_log_likelihood(logits, labels, labels != IGNORE_INDEX)
-        elif labels is not None:
+            loss = self.crf.neg_log_likelihood(
+                logits, labels, labels != IGNORE_INDEX, opens=opens_sentence, closes=closes_sentence
+            )
+        elif labels is not None and (labels != IGNORE_INDEX).any():
             loss = nn.functional.cross_entropy(
                 logits.view(-1, self.num_labels).float(), labels.view(-1), ignore_index=IGNORE_INDEX
             )
-        return TokenClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        elif labels is not None:  # no labelled position in this micro-batch: a zero loss, not 0/0 = NaN
+            loss = logits.float().sum() * 0.0
+        predictions = None
+        if not self.training:
+            if labels is not None:
+                mask = labels != IGNORE_INDEX
+            elif word_starts is not None:
+                mask = word_starts.bool()
+            elif attention_mask is not None and attention_mask.dim() == 2:
+                mask = attention_mask.bool()
+            else:
+                mask = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
+            predictions = self.decode(logits, mask, opens_sentence, closes_sentence)
+        return NerOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            predictions=predictions,
         )
 
 
@@ -185,15 +255,18 @@ def load_model(
     decoding: str | None = None,
     tag_scheme: str = "IOB2",
     context_size: int | None = None,
+    new_classifier: bool = False,
     **hub_kwargs: Any,
 ) -> BertForNer:
-    """A ``BertForNer`` for ``label_list`` on a pretrained BERT (Hub name or local folder).
+    """A ``BertForNer`` on a pretrained BERT (Hub name or local folder), for ``label_list`` unless it has its own.
 
-    ``hub_kwargs`` (``cache_dir``, ``revision``, ``token``, ...) go to ``from_pretrained``. A model whose
-    classifier was already trained on the same label set keeps its label order (read the labels back from
-    ``model.config.id2label``); one trained on other labels gets a new classifier, with a warning.
-    Head settings left as None come from the model's saved config (a folder this toolkit wrote), else
-    from ``HEAD_DEFAULTS``.
+    A model whose classifier was already trained (its config names labels other than ``LABEL_i``) keeps
+    that classifier, its labels (order included) and its tag scheme, whatever labels the data has: read
+    them back from ``model.config.id2label``; gold tags it cannot predict are for the caller to report
+    (``ner.schemes.unpredictable_tags``). Only ``new_classifier=True`` replaces a trained classifier (and
+    CRF) by a new one for ``label_list``, discarding it. ``hub_kwargs`` (``cache_dir``, ``revision``,
+    ``token``, ...) go to ``from_pretrained``. Head settings left as None come from a trained model's
+    saved config, else from ``HEAD_DEFAULTS``.
     """
     base = AutoConfig.from_pretrained(config_name or model_name_or_path, **hub_kwargs)
     hub_kwargs = dict(hub_kwargs)
@@ -204,17 +277,33 @@ def load_model(
         )
     trained_labels = [base.id2label[i] for i in range(base.num_labels)] if base.id2label else []
     if trained_labels == [f"LABEL_{i}" for i in range(len(trained_labels))]:
-        trained_labels = []  # no classifier trained yet
-    if trained_labels and set(trained_labels) == set(label_list):
-        label_list = trained_labels  # keep the trained classifier's label order
-    elif trained_labels:
+        trained_labels = []  # no classifier trained yet, or one whose outputs have no names
+        unnamed = any("TokenClassification" in name for name in base.architectures or [])
+        if unnamed and not new_classifier and base.num_labels != len(label_list):
+            raise ValueError(
+                f"{model_name_or_path} has a trained classifier of {base.num_labels} unnamed outputs (LABEL_0 ...), "
+                f"but the data has {len(label_list)} labels. Name its outputs (convert_tf_to_pytorch.py --label_list "
+                "FILE) to use it, or pass --new_classifier to train a new one (the trained one is discarded)."
+            )
+        if unnamed and not new_classifier:
+            logger.warning(
+                "%s has a trained classifier of %d unnamed outputs; they are read as the data's labels in this order: "
+                "%s. If that is not the order it was trained with, name them (convert_tf_to_pytorch.py --label_list FILE).",
+                model_name_or_path, base.num_labels, " ".join(label_list),
+            )
+        hub_kwargs["ignore_mismatched_sizes"] = new_classifier and unnamed
+    if trained_labels and new_classifier:
         logger.warning(
-            "%s was trained for labels %s; the data has %s, so the classifier is initialised anew.",
-            model_name_or_path,
-            trained_labels,
-            label_list,
+            "--new_classifier: the trained classifier of %s (labels %s) is discarded; a new one is trained for %s.",
+            model_name_or_path, " ".join(trained_labels), " ".join(label_list),
         )
         hub_kwargs["ignore_mismatched_sizes"] = True
+        trained_labels = []
+    elif trained_labels:
+        if trained_labels != label_list:
+            logger.info("%s keeps its own %d labels: %s", model_name_or_path, len(trained_labels), " ".join(trained_labels))
+        label_list = trained_labels
+        tag_scheme = getattr(base, "tag_scheme", None) or tag_scheme
     settings = {key: value for key, value in base.to_dict().items() if key not in ("model_type", "transformers_version")}
     requested = dict(
         head_layers=head_layers,

@@ -90,17 +90,30 @@ def plot_confusion(confusion: dict[str, dict[str, int]], path: str | os.PathLike
     return _save(figure, path)
 
 
-def plot_type_f1(metrics: dict[str, float], prefix: str, path: str | os.PathLike) -> Path:
-    """Horizontal bars of each type's F1 (``{prefix}_PER_f1``, ...), support in the label, micro F1 as a line."""
+def type_f1_bars(metrics: dict[str, float], prefix: str) -> list[tuple[str, float, int]]:
+    """``(type, F1, support)`` for each entity type of a flat metrics dict, as ``plot_type_f1`` draws them.
+
+    Types are those with a ``{prefix}_{TYPE}_number`` key, so overall keys such as ``{prefix}_f1_strict``
+    never become a bar.
+    """
     per_type = per_type_scores(metrics, prefix)
+    return [(name, per_type[name].get("f1", 0.0), int(per_type[name].get("support", 0))) for name in per_type]
+
+
+def plot_type_f1(metrics: dict[str, float], prefix: str, path: str | os.PathLike) -> Path:
+    """Horizontal bars of each type's F1 (``{prefix}_PER_f1``, ...), support in the label, micro F1 as a line.
+
+    F1 is the conlleval-compatible score (an entity opened by ``I-`` counts), as in ``ner.metrics``.
+    """
+    bars = type_f1_bars(metrics, prefix)
     overall = overall_scores(metrics, prefix)
-    names = list(per_type)
-    scores = [per_type[name].get("f1", 0.0) for name in names]
+    names = [name for name, _, _ in bars]
+    scores = [score for _, score, _ in bars]
     figure = _figure(6.0, max(2.5, 1.2 + 0.4 * len(names)))
     axes = figure.add_subplot()
     positions = range(len(names))
     axes.barh(positions, scores, color="tab:blue")
-    labels = [f"{name} ({int(per_type[name].get('support', 0))})" for name in names]
+    labels = [f"{name} ({support})" for name, _, support in bars]
     axes.set_yticks(positions, labels=labels)
     axes.invert_yaxis()
     for position, score in zip(positions, scores):
@@ -111,7 +124,7 @@ def plot_type_f1(metrics: dict[str, float], prefix: str, path: str | os.PathLike
     if not names:
         axes.text(0.5, 0.5, "no per-type scores", ha="center", va="center", transform=axes.transAxes)
     axes.set_xlim(0, 1)
-    axes.set_xlabel("F1 (strict, entity level)")
+    axes.set_xlabel("F1 (conlleval-compatible, entity level)")
     axes.set_ylabel("type (gold entities)")
     axes.set_title({"eval": "Dev F1 by type", "predict": "Test F1 by type"}.get(prefix, f"{prefix} F1 by type"))
     return _save(figure, path)
@@ -125,6 +138,11 @@ def _series(log_history: list[dict[str, Any]], key: str) -> tuple[list[float], l
             values.append(entry[key])
             epochs.append(entry.get("epoch"))
     return steps, values, epochs
+
+
+def curve_types(log_history: list[dict[str, Any]]) -> list[str]:
+    """The entity types with a dev F1 curve: those with an ``eval_{TYPE}_number`` in some logged evaluation."""
+    return sorted({entity_type for entry in log_history for entity_type in per_type_scores(entry, "eval")})
 
 
 def plot_training_curves(log_history: list[dict[str, Any]], path: str | os.PathLike) -> Path | None:
@@ -148,7 +166,7 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: str | os.PathL
             axes.set_ylabel("loss")
             axes.set_title("Loss")
         else:
-            types = sorted({entity_type for entry in log_history for entity_type in per_type_scores(entry, "eval")})
+            types = curve_types(log_history)
             for entity_type in types:
                 steps, values, _ = _series(log_history, f"eval_{entity_type}_f1")
                 axes.plot(steps, values, ".-", linewidth=1, alpha=0.7, label=entity_type)
@@ -159,7 +177,7 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: str | os.PathL
                         f"ep {epoch:g}", (step, value), textcoords="offset points", xytext=(0, 6), fontsize=7, ha="center"
                     )
             axes.set_ylim(-0.02, 1.05)
-            axes.set_ylabel("F1 (strict)")
+            axes.set_ylabel("F1 (conlleval-compatible)")
             axes.set_title("Dev F1")
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)

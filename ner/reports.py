@@ -1,9 +1,10 @@
 """Per-split error reports: per-type scores, an entity-type confusion table, mistakes shown in context.
 
 ``write_split_report`` writes ``{prefix}_report.md`` (for people) and ``{prefix}_report.json`` (the same
-data for programs) from the word-level gold and predicted tags that ``run_ner.py`` already has.
-Entities are read exactly as the scores are computed: seqeval's strict extraction with the scheme's
-own class, so the confusion table and the F1 never disagree about what an entity is.
+data for programs), which name entity types only, and ``{prefix}_mistakes.md/.json``, which quote the
+first wrong sentences, from the word-level gold and predicted tags that ``run_ner.py`` already has.
+Entities are read exactly as the scores are computed (``ner.schemes.entities``, the conlleval reading),
+so the confusion table, the F1 and the predictor never disagree about what an entity is.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ner.files import atomic_writer
+from ner.schemes import entities
 
 MISSED = "missed"  # column: a gold entity with no predicted entity on the same span
 SPURIOUS = "spurious"  # row: a predicted entity with no gold entity on the same span
@@ -27,17 +29,12 @@ Span = tuple[int, int, str]  # (start word, end word exclusive, entity type)
 
 
 def sentence_entities(sentences: Sequence[Sequence[str]], scheme: str) -> list[list[Span]]:
-    """Every sentence's entities as ``(start, end, type)``, read strictly under ``scheme``.
+    """Every sentence's entities as ``(start, end, type)``, read as the scores read them (``ner.schemes.entities``).
 
-    This is seqeval's strict extraction, the one ``ner.metrics.entity_scores`` scores with: in IOB2 an
-    entity opened by ``I-`` is not an entity, in IOBES/BILOU an unclosed one is not either.
+    ``scheme`` is accepted for symmetry with the scores; the conlleval reading needs no scheme (an entity
+    opened by ``I-`` counts in every scheme).
     """
-    from seqeval.scheme import Entities
-
-    from ner.schemes import seqeval_scheme
-
-    extracted = Entities([list(tags) for tags in sentences], seqeval_scheme(scheme))
-    return [[(entity.start, entity.end, entity.tag) for entity in entities] for entities in extracted.entities]
+    return [entities(tags) for tags in sentences]
 
 
 def _check_parallel(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], words=None) -> None:
@@ -54,8 +51,7 @@ def entity_confusion(gold: list[list[str]], predicted: list[list[str]], scheme: 
     on the diagonal, another type off it. A gold entity with no predicted entity on its span counts
     in column ``"missed"``; a predicted entity on no gold span counts in row ``"spurious"``. A
     boundary error (a prediction that overlaps a gold entity but starts or ends elsewhere) is
-    therefore one missed plus one spurious, as strict F1 scores it (one false negative, one false
-    positive).
+    therefore one missed plus one spurious, as F1 scores it (one false negative, one false positive).
 
     Rows are the sorted types seen in gold or predictions, then ``"spurious"``; columns are the same
     types, then ``"missed"``. Every cell is present (zero when empty) except ``spurious``/``missed``,
@@ -166,7 +162,7 @@ def find_mistakes(
 
 
 def split_report(words, gold, predicted, scheme: str, metrics: dict[str, float], prefix: str) -> dict[str, Any]:
-    """Everything ``write_split_report`` writes, as one JSON-ready dict."""
+    """Everything ``write_split_report`` writes, as one JSON-ready dict; ``mistakes`` quotes the data."""
     _check_parallel(gold, predicted, words)
     gold_entities = sentence_entities(gold, scheme)
     predicted_entities = sentence_entities(predicted, scheme)
@@ -209,11 +205,15 @@ def _fence(texts: Sequence[str]) -> str:
     return "`" * max(3, longest + 1)
 
 
+def _split_name(prefix: str) -> str:
+    return {"eval": "validation (dev)", "predict": "test"}.get(prefix, prefix)
+
+
 def report_markdown(report: dict[str, Any]) -> str:
-    split = {"eval": "validation (dev)", "predict": "test"}.get(report["prefix"], report["prefix"])
-    lines = [f"# Entity report: {split}", ""]
+    """The scores and confusions, which name entity types only: no word of the data."""
+    lines = [f"# Entity report: {_split_name(report['prefix'])}", ""]
     overall = report["overall"]
-    summary = f"{report['sentences']} sentences, scheme {report['scheme']} (strict entity matching)"
+    summary = f"{report['sentences']} sentences, scheme {report['scheme']} (conlleval entity matching: an entity opened by I- counts)"
     if "accuracy" in overall:
         summary += f"; token accuracy {overall['accuracy']:.4f}"
     lines += [summary + ".", "", "## Scores by entity type", ""]
@@ -229,8 +229,18 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += [f"| {_cell(c['gold'])} | {_cell(c['predicted'])} | {c['count']} |" for c in report["top_confusions"]]
     else:
         lines.append("No confusions: every entity was found with the right span and type.")
-    lines += ["", "## Mistakes in context", ""]
+    lines += [
+        "",
+        f"{report['sentences_with_errors']} of {report['sentences']} sentences have an entity error; "
+        f"`{report['prefix']}_mistakes.md` shows the first ones in context.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def mistakes_markdown(report: dict[str, Any]) -> str:
+    """The first wrong sentences, gold and predicted entities bracketed: this quotes the data."""
     shown = report["mistakes"]
+    lines = [f"# Mistakes in context: {_split_name(report['prefix'])}", ""]
     lines.append(
         f"{report['sentences_with_errors']} of {report['sentences']} sentences have an entity error; "
         f"the first {len(shown)} (sentence numbers count from 0 in file order):"
@@ -250,18 +260,25 @@ def write_split_report(
     predicted: Sequence[Sequence[str]],
     scheme: str,
     metrics: dict[str, float],
-) -> tuple[Path, Path]:
-    """Write ``{prefix}_report.md`` and ``{prefix}_report.json`` into ``output_dir``; return both paths.
+) -> list[Path]:
+    """Write ``{prefix}_report.md/.json`` (scores, confusions: no text of the data) and ``{prefix}_mistakes.md/.json``
+    (the first wrong sentences in context) into ``output_dir``; return the four paths in that order.
 
     ``prefix`` is the metrics prefix (``eval`` for the dev set, ``predict`` for the test set) and
     ``metrics`` the dict ``evaluate_split`` returned, keys such as ``eval_f1`` and ``eval_PER_f1``.
+    The two kinds are apart so that the scores can be published where the data cannot (``--push_eval_text``).
     """
     report = split_report(words, gold, predicted, scheme, metrics, prefix)
+    mistakes = {key: report[key] for key in ("prefix", "sentences", "sentences_with_errors")}
+    mistakes["mistakes"] = report.pop("mistakes")
     folder = Path(output_dir)
-    markdown_path, json_path = folder / f"{prefix}_report.md", folder / f"{prefix}_report.json"
-    with atomic_writer(markdown_path) as out:
-        out.write(report_markdown(report))
-    with atomic_writer(json_path) as out:
-        json.dump(report, out, indent=2, ensure_ascii=False)
-        out.write("\n")
-    return markdown_path, json_path
+    paths = []
+    for name, data, markdown in (("report", report, report_markdown(report)), ("mistakes", mistakes, mistakes_markdown(mistakes))):
+        markdown_path, json_path = folder / f"{prefix}_{name}.md", folder / f"{prefix}_{name}.json"
+        with atomic_writer(markdown_path) as out:
+            out.write(markdown)
+        with atomic_writer(json_path) as out:
+            json.dump(data, out, indent=2, ensure_ascii=False)
+            out.write("\n")
+        paths += [markdown_path, json_path]
+    return paths

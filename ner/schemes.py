@@ -39,6 +39,38 @@ def join_tag(prefix: str, entity_type: str) -> str:
     return f"{prefix}-{entity_type}" if entity_type else prefix
 
 
+# How each prefix reads in an entity, for every scheme: BILOU's L and U are IOBES's E and S.
+_SINGLE_OR_LAST = frozenset("ESLU")  # closes the entity it belongs to
+_CONTINUES = frozenset("IEL")  # carries on the previous tag's entity when the type matches
+
+
+def entities(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """Entities of one sentence as ``(first word, end word exclusive, type)``, read the conlleval way.
+
+    This is the reading conlleval, the CoNLL shared tasks, the Hugging Face example (seqeval's default
+    mode) and ``pipeline()`` use: an ``I-X`` after ``O`` or after another type opens an entity instead of
+    being dropped, and a type change ends one. ``E-``/``L-`` close an entity and ``S-``/``U-`` are an
+    entity on their own (IOBES, BILOU); an ``E-X``/``L-X`` with nothing open opens and closes one. Every
+    scheme is read by this one loop, so scores, reports and the predictor's spans never disagree.
+    """
+    found: list[tuple[int, int, str]] = []
+    start: int | None = None  # first word of the open entity, None when none is open
+    open_type = ""
+    for position, tag in enumerate(tags):
+        prefix, entity_type = split_tag(tag)
+        if start is not None and not (prefix in _CONTINUES and entity_type == open_type):
+            found.append((start, position, open_type))
+            start = None
+        if start is None and prefix != OUTSIDE:
+            start, open_type = position, entity_type
+        if prefix in _SINGLE_OR_LAST:
+            found.append((start, position + 1, open_type))
+            start = None
+    if start is not None:
+        found.append((start, len(tags), open_type))
+    return found
+
+
 def _starts_chunk(previous: str | None, tag: str) -> bool:
     """True when ``tag`` (a B or I tag) is the first tag of an entity read the conlleval way."""
     if previous is None or previous == OUTSIDE:
@@ -185,3 +217,40 @@ def prepare_tags(raw, files: dict[str, str], label_list_file: str | None = None)
         label_list = build_label_list((tags for split_tags in tags_by_split.values() for tags in split_tags), scheme)
     logger.info("Scheme %s, %d labels: %s", scheme, len(label_list), " ".join(label_list))
     return raw, label_list, scheme
+
+
+def check_predictable(raw, files: dict[str, str], label_list: Sequence[str], model_name: str) -> None:
+    """Compare the data's tags with the labels a fine-tuned model can predict (``label_list``, its own).
+
+    A training split with a tag outside them is refused at the tag's line: training needs a label for every
+    tag, and replacing the trained classifier is for ``--new_classifier`` to ask. In evaluation splits such
+    tags stay in the gold and are scored as misses; a warning counts them per type.
+    """
+    known = set(label_list)
+    for split in raw:
+        unknown: dict[str, int] = {}
+        first_line: int | None = None
+        for tags, line in zip(raw[split]["tags"], raw[split]["line"]):
+            for offset, tag in enumerate(tags):
+                if tag in known:
+                    continue
+                if split == "train":
+                    raise DataFileError(
+                        files[split],
+                        line + offset,
+                        f"tag {tag!r} is not one of the labels {model_name} was fine-tuned for ({' '.join(label_list)}). "
+                        "Pass --new_classifier to train a new classifier for the data's labels (the trained one is "
+                        "discarded), or start from the base encoder.",
+                    )
+                entity_type = split_tag(tag)[1] or tag
+                unknown[entity_type] = unknown.get(entity_type, 0) + 1
+                first_line = line + offset if first_line is None else first_line
+        if unknown:
+            logger.warning(
+                "%s: %s tags the model %s cannot predict (its labels: %s); they are scored as misses (first at line %d).",
+                files[split],
+                ", ".join(f"{count} {entity_type}" for entity_type, count in sorted(unknown.items())),
+                model_name,
+                " ".join(label_list),
+                first_line,
+            )

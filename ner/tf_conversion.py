@@ -5,6 +5,9 @@
 transposed (TF dense kernels are [in, out], torch ``Linear`` weights [out, in]). Optimizer state
 (``SKIPPED``) is skipped and counted; any other variable, or any ``BertForPreTraining`` weight left
 without a value, stops the conversion with a list of them (``allow_missing`` for the deliberate case).
+A fine-tuned checkpoint (Google's ``run_classifier``, BioBERT's ``run_ner``: an ``output_weights``/
+``output_bias`` classifier and no ``cls/`` heads) needs no flag: it becomes a ``BertForTokenClassification``
+folder that keeps its classifier, with label names from a label list file when given.
 TF2 object-based checkpoints are converted when their variables keep Google's names.
 
 The output folder (config.json, model.safetensors, tokenizer files, README.md) is built in a temporary
@@ -19,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ner.errors import DataFileError
+from ner.loading import new_work_folder
 from ner.tf_checkpoint import OBJECT_GRAPH_KEY, TFCheckpoint, resolve_prefix
 
 logger = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ RULES: tuple[Rule, ...] = (
     Rule("output_bias", "classifier.bias", ("num_labels",), group="classifier"),
 )
 REQUIRED_GROUPS = ("encoder", "pooler", "pretraining")  # what BertForPreTraining saves
+FINETUNED_OPTIONAL = ("pooler", "pretraining")  # what a checkpoint with a classifier may lack (fine-tuning drops cls/)
 
 # Not model weights: optimizer slots and counters, matched against the variable's name. Skipped and counted.
 SKIPPED: tuple[tuple[str, str], ...] = (
@@ -152,6 +156,7 @@ class ConversionSummary:
     do_lower_case: bool
     lower_case_reason: str
     object_based: bool
+    labels: list[str] | None = None  # the fine-tuned classifier's outputs, when the checkpoint has one
     seconds: float = 0.0
 
 
@@ -198,7 +203,8 @@ def plan_conversion(
     """Map every variable to a transformers name or a skip reason; check the names and shapes.
 
     ``allow_missing``: True lets any ``BertForPreTraining`` weight be absent; a tuple of groups only
-    those (``("pooler", "pretraining")``). Raises before anything is read if the checkpoint does not fit.
+    those (``("pooler", "pretraining")``). A checkpoint with a fine-tuned classifier may lack the pooler
+    and the pre-training heads without it. Raises before anything is read if the checkpoint does not fit.
     """
     full_names = checkpoint.object_graph_names()
     object_based = bool(full_names) or any(key.endswith(TF2_SUFFIX) for key in checkpoint.entries)
@@ -230,7 +236,9 @@ def plan_conversion(
         for n in (range(config["num_hidden_layers"]) if "{n}" in rule.tf_name else [None])
         if rule.hf_name.format(n=n) not in found
     ]
-    allowed = REQUIRED_GROUPS if allow_missing is True else allow_missing or ()
+    allowed = set(REQUIRED_GROUPS if allow_missing is True else allow_missing or ())
+    if "classifier" in plan.groups:
+        allowed.update(FINETUNED_OPTIONAL)
     refused = [(tf_name, hf_name) for tf_name, hf_name, group in missing if group not in allowed]
     if refused:
         raise ValueError(_missing_message(checkpoint, refused))
@@ -262,9 +270,9 @@ def _unmapped_message(checkpoint: TFCheckpoint, unmapped: list[str], object_base
 def _missing_message(checkpoint: TFCheckpoint, missing: list[tuple[str, str]]) -> str:
     if all(hf_name.startswith(("cls.", "bert.pooler.")) for _, hf_name in missing):
         advice = (
-            "The checkpoint has no pre-training heads (cls/...), as a model fine-tuned by run_classifier or run_ner "
-            "does not; pass --allow_missing to convert it without them (BertForPreTraining then initialises them at "
-            "random; an NER model does not use them)."
+            "The checkpoint has no pre-training heads (cls/...) and no fine-tuned classifier (output_weights, "
+            "output_bias), so it holds only an encoder; pass --allow_missing to convert it without them "
+            "(BertForPreTraining then initialises them at random; an NER model does not use them)."
         )
     else:
         advice = (
@@ -293,6 +301,39 @@ def _check_shapes(checkpoint: TFCheckpoint, plan: ConversionPlan, config: dict, 
             "came with this checkpoint (vocab_size, hidden_size, intermediate_size, max_position_embeddings and "
             "type_vocab_size must match). Nothing was written."
         )
+
+
+def read_label_names(path: str | os.PathLike, num_labels: int) -> list[str]:
+    """A label list file for a fine-tuned classifier: one name per output, in the classifier's order.
+
+    Any names are accepted (fine-tuning scripts used ``B``, ``X``, ``[CLS]``...); blank lines are skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--label_list {path}: no such file; give a file with one label per line.")
+    labels: list[str] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        label = line.strip()
+        if not label:
+            continue
+        if label in seen:
+            raise DataFileError(path, number, f"label {label!r} repeats line {seen[label]}; list each label once")
+        seen[label] = number
+        labels.append(label)
+    if len(labels) != num_labels:
+        raise DataFileError(
+            path, None,
+            f"{len(labels)} labels, but the checkpoint's classifier (output_weights) has {num_labels} outputs; "
+            "list one label per output, in the order the fine-tuning script numbered them (an id it left unused "
+            "still needs a line, e.g. [PAD]). Nothing was written",
+        )
+    return labels
+
+
+def classifier_size(plan: ConversionPlan) -> int | None:
+    """The number of outputs of the fine-tuned classifier the plan holds, or None."""
+    return next((tensor.shape[0] for tensor in plan.tensors if tensor.hf_name == "classifier.bias"), None)
 
 
 # --- the tokenizer -------------------------------------------------------------------------------
@@ -366,20 +407,40 @@ def write_safetensors(path: Path, checkpoint: TFCheckpoint, tensors: list[Tensor
         os.fsync(stream.fileno())
 
 
-def _write_config(folder: Path, config: dict, plan: ConversionPlan) -> None:
+def _write_config(folder: Path, config: dict, plan: ConversionPlan, labels: list[str] | None = None) -> None:
+    """config.json: a token classifier when the checkpoint has a fine-tuned classifier, else BERT itself."""
     from transformers import BertConfig
 
-    settings = {key: value for key, value in config.items() if key not in ("model_type", "architectures")}
-    classifier = next((t for t in plan.tensors if t.hf_name == "classifier.bias"), None)
-    if classifier is not None:
-        settings["num_labels"] = classifier.shape[0]
-    architectures = ["BertForPreTraining"] if "pretraining" in plan.groups else ["BertModel"]
-    BertConfig(**settings, architectures=architectures).save_pretrained(str(folder))
+    ignored = ("model_type", "architectures", "num_labels", "id2label", "label2id")
+    settings = {key: value for key, value in config.items() if key not in ignored}
+    num_labels = classifier_size(plan)
+    if num_labels is not None:
+        labels = labels or [f"LABEL_{i}" for i in range(num_labels)]
+        settings.update(
+            architectures=["BertForTokenClassification"],
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+    else:
+        settings["architectures"] = ["BertForPreTraining"] if "pretraining" in plan.groups else ["BertModel"]
+    BertConfig(**settings).save_pretrained(str(folder))
 
 
 def _write_readme(folder: Path, summary: ConversionSummary) -> None:
     skipped = "; ".join(f"{count} {what}" for what, count in summary.skipped.items()) or "none"
     missing = ", ".join(hf_name for _, hf_name in summary.missing) or "none"
+    if summary.labels:
+        loading = [
+            f"A token classifier ({len(summary.labels)} labels: {' '.join(summary.labels)}), from the fine-tuned",
+            "`output_weights`/`output_bias`: load it with `BertForTokenClassification.from_pretrained(folder)`, or",
+            "predict with `python run_ner.py --model_name_or_path <this folder> --do_predict ...`. (A `run_classifier`",
+            "checkpoint classified sentences: load that one with `BertForSequenceClassification`, same weights.)",
+        ]
+    else:
+        loading = [
+            "Load it with `BertForPreTraining.from_pretrained(folder)` (or any BERT class), or fine-tune it for NER",
+            "with `python run_ner.py --model_name_or_path <this folder> ...`.",
+        ]
     lines = [
         f"# {summary.output_dir.name}",
         "",
@@ -389,31 +450,30 @@ def _write_readme(folder: Path, summary: ConversionSummary) -> None:
         f"- weights: {summary.tensors} tensors, {summary.parameters:,} parameters -> `model.safetensors`"
         + (" (from an object-based TF2 checkpoint)" if summary.object_based else ""),
         f"- skipped (not model weights): {skipped}",
-        f"- missing (initialised at random when loaded): {missing}",
+        f"- not in the checkpoint (a fine-tuned model does not use them): {missing}" if summary.labels
+        else f"- missing (initialised at random when loaded): {missing}",
         f"- vocabulary: `{summary.vocab}`; do_lower_case={str(summary.do_lower_case).lower()} "
         f"({summary.lower_case_reason})",
         "",
-        "Load it with `BertForPreTraining.from_pretrained(folder)` (or any BERT class), or fine-tune it for NER with",
-        "`python run_ner.py --model_name_or_path <this folder> ...`.",
+        *loading,
         "",
     ]
     (folder / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
-def _write_model(folder: Path, checkpoint: TFCheckpoint, plan: ConversionPlan, config: dict,
-                 tokens: list[str] | None, lower_case: bool, *, progress: bool) -> None:
+def _write_model(folder: Path, checkpoint: TFCheckpoint, plan: ConversionPlan, config: dict, tokens: list[str] | None,
+                 lower_case: bool, *, progress: bool, labels: list[str] | None = None) -> None:
     write_safetensors(folder / "model.safetensors", checkpoint, plan.tensors, progress=progress)
-    _write_config(folder, config, plan)
+    _write_config(folder, config, plan, labels)
     if tokens is not None:
         write_tokenizer(folder, tokens, lower_case=lower_case, max_length=config["max_position_embeddings"])
 
 
 def _replace_folder(work: Path, target: Path) -> None:
     """Move the finished ``work`` folder to ``target``, replacing what is there only at the last moment."""
-    os.chmod(work, 0o755)  # mkdtemp makes it private
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        old = new_work_folder(target.parent, f"{target.name}.old")
         os.replace(target, old / target.name)
     os.replace(work, target)
     if old is not None:
@@ -427,6 +487,7 @@ def convert_tf_checkpoint(
     output_dir: str | os.PathLike,
     *,
     do_lower_case: bool | None = None,
+    label_list: str | os.PathLike | None = None,
     allow_missing: bool = False,
     overwrite: bool = False,
     verify_checksums: bool = True,
@@ -435,7 +496,8 @@ def convert_tf_checkpoint(
     """Convert a Google-BERT TF checkpoint (given by its prefix) into a Hugging Face folder, atomically.
 
     Names, shapes and the vocabulary are checked before anything is written; a failure while writing
-    (e.g. a CRC error) removes the temporary folder and leaves ``output_dir`` as it was.
+    (e.g. a CRC error) removes the temporary folder and leaves ``output_dir`` as it was. ``label_list``:
+    a file naming the fine-tuned classifier's outputs, one per line (default ``LABEL_0``...).
     """
     started = time.perf_counter()
     output_dir, prefix = Path(output_dir), resolve_prefix(tf_checkpoint)
@@ -455,15 +517,23 @@ def convert_tf_checkpoint(
         lower, reason = do_lower_case, "set by --do_lower_case"
     with TFCheckpoint(prefix, verify_checksums=verify_checksums) as checkpoint:
         plan = plan_conversion(checkpoint, config, config_path=bert_config, allow_missing=allow_missing)
+        num_labels = classifier_size(plan)
+        if label_list is not None and num_labels is None:
+            raise ValueError(
+                f"--label_list {label_list}: {prefix} has no fine-tuned classifier (output_weights, output_bias) to "
+                "name the outputs of; leave out --label_list. Nothing was written."
+            )
+        labels = read_label_names(label_list, num_labels) if label_list is not None else None
+        if num_labels is not None:
+            labels = labels or [f"LABEL_{i}" for i in range(num_labels)]
         parameters = sum(int(np.prod(tensor.shape)) for tensor in plan.tensors)
         summary = ConversionSummary(
             output_dir, prefix, Path(bert_config), Path(vocab), len(plan.tensors), parameters, plan.skipped,
-            plan.missing, lower, reason, plan.object_based,
+            plan.missing, lower, reason, plan.object_based, labels=labels,
         )
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
+        work = new_work_folder(output_dir.parent, output_dir.name)
         try:
-            _write_model(work, checkpoint, plan, config, tokens, lower, progress=progress)
+            _write_model(work, checkpoint, plan, config, tokens, lower, progress=progress, labels=labels)
             _write_readme(work, summary)
             _replace_folder(work, output_dir)
         except BaseException:
@@ -471,8 +541,9 @@ def convert_tf_checkpoint(
             raise
     summary.seconds = time.perf_counter() - started
     logger.info(
-        "Converted %s: %d tensors (%s parameters); skipped %s; do_lower_case=%s (%s) -> %s",
-        prefix, summary.tensors, f"{parameters:,}", dict(summary.skipped) or "nothing", lower, reason, output_dir,
+        "Converted %s: %d tensors (%s parameters); skipped %s; do_lower_case=%s (%s)%s -> %s",
+        prefix, summary.tensors, f"{parameters:,}", dict(summary.skipped) or "nothing", lower, reason,
+        f"; a token classifier over {' '.join(labels)}" if labels else "", output_dir,
     )
     return summary
 
@@ -481,7 +552,8 @@ def convert_for_loading(prefix: Path, config: Path | None, vocab: Path | None, w
     """Write config.json, model.safetensors and the tokenizer into the existing folder ``work``.
 
     For ``ner.loading``: the encoder must be complete; missing pooler/pre-training heads are fine (an NER
-    model does not use them) and a fine-tuned classifier is dropped (``run_ner.py`` trains its own head).
+    model does not use them). A fine-tuned classifier is kept, as by ``convert_tf_checkpoint`` (labels
+    ``LABEL_0``...), so that ``run_ner.py`` can predict with it.
     """
     if config is None:
         raise ValueError(f"No bert_config.json beside {prefix}; pass --config_name path/bert_config.json.")
@@ -489,11 +561,9 @@ def convert_for_loading(prefix: Path, config: Path | None, vocab: Path | None, w
     tokens = read_vocab(vocab) if vocab is not None and vocab.suffix == ".txt" else None
     with TFCheckpoint(prefix) as checkpoint:
         plan = plan_conversion(checkpoint, settings, config_path=config, allow_missing=("pooler", "pretraining"))
-        classifier = [t for t in plan.tensors if t.rule.group == "classifier"]
-        if classifier:
-            logger.info("%s: its fine-tuned classifier (%d labels) is not kept; run_ner trains a new head.",
-                        prefix, classifier[0].shape[0])
-            plan.tensors = [t for t in plan.tensors if t.rule.group != "classifier"]
+        num_labels = classifier_size(plan)
+        if num_labels is not None:
+            logger.info("%s: kept its fine-tuned classifier (%d outputs, named LABEL_0...).", prefix, num_labels)
         lower = guess_lower_case(tokens, [vocab.resolve().parent.name])[0] if tokens is not None else True
         _write_model(work, checkpoint, plan, settings, tokens, lower, progress=False)
     if vocab is not None and tokens is None:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
-from transformers.trainer_utils import EvalPrediction, IntervalStrategy, get_last_checkpoint
+from transformers.trainer_utils import EvalPrediction, IntervalStrategy
 
 from ner.metrics import entity_scores
-from ner.modeling import IGNORE_INDEX
 from ner.predict import word_tags
 
 logger = logging.getLogger(__name__)
@@ -56,6 +54,13 @@ class NerTrainingArguments(TrainingArguments):
             "them (same examples, loss and gradients; about 2x faster on CPU). Off by itself with a CRF."
         },
     )
+    push_eval_text: bool = field(
+        default=False,
+        metadata={
+            "help": "With --push_to_hub, also upload what quotes sentences of the dev/test data: *_predictions.txt "
+            "and *_mistakes.md/.json (mistakes in context). Off by default: the scores and reports go up, no text."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.do_eval_requested = self.do_eval  # before the parent turns it on for eval_strategy
@@ -70,105 +75,6 @@ class NerTrainingArguments(TrainingArguments):
                 raise ValueError("Give --warmup_ratio or --warmup_steps, not both.")
             self.warmup_steps = self.warmup_ratio
         super().__post_init__()
-
-
-def resolve_checkpoint(args: NerTrainingArguments) -> str | None:
-    """The checkpoint to resume from: ``--resume_from_checkpoint PATH|last``; refuse to mix runs silently.
-
-    ``last`` is the newest *complete* ``checkpoint-N``: the Trainer writes ``trainer_state.json`` last
-    (after the weights, optimizer, scheduler and RNG states), not atomically, so a folder without a
-    readable one for step N, or without whole model weights, was cut off by a kill and is passed over
-    with a warning. An explicit incomplete PATH is refused (the Trainer would restart at step 0).
-    """
-    import json
-    import re
-    import struct
-    import zipfile
-
-    def incomplete(folder: str, step: int | None) -> str | None:
-        """Why ``folder`` cannot be resumed from, or None when it is a complete checkpoint."""
-        try:
-            with open(os.path.join(folder, "trainer_state.json"), encoding="utf-8") as f:
-                state = json.load(f)
-        except FileNotFoundError:
-            return "no trainer_state.json (it is written last: the run stopped while saving)"
-        except (OSError, ValueError) as e:
-            return f"trainer_state.json is unreadable or cut off ({e.__class__.__name__})"
-        found = state.get("global_step") if isinstance(state, dict) else None
-        if step is not None and found != step:
-            return f"trainer_state.json is for step {found}, not {step}"
-        names = os.listdir(folder)
-        # DeepSpeed (global_step*/) and FSDP (pytorch_model_fsdp*) keep sharded weights in their own files.
-        if any(name.startswith(("global_step", "pytorch_model_fsdp")) for name in names):
-            return None
-        weights = [
-            name for name in names if re.fullmatch(r"(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)", name)
-        ]
-        if not weights:
-            return "no model weights (model.safetensors or pytorch_model.bin)"
-        for name in weights:
-            path = os.path.join(folder, name)
-            if name.endswith(".bin"):
-                whole = zipfile.is_zipfile(path)  # torch.save's zip ends with its directory
-            else:
-                try:
-                    with open(path, "rb") as f:
-                        (length,) = struct.unpack("<Q", f.read(8))
-                        header = json.loads(f.read(length))
-                    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-                    whole = os.path.getsize(path) >= 8 + length + end
-                except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError):
-                    whole = False
-            if not whole:
-                return f"{name} is cut off"
-        return None
-
-    requested = args.resume_from_checkpoint
-    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-    if requested == "last":
-        if last is None:
-            raise ValueError(
-                f"--resume_from_checkpoint last: no checkpoint-* folder in {args.output_dir}. "
-                "Leave the flag out to start a new run."
-            )
-        steps = sorted(
-            (int(match.group(1)), name)
-            for name in os.listdir(args.output_dir)
-            if (match := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isdir(os.path.join(args.output_dir, name))
-        )
-        skipped = []
-        for step, name in reversed(steps):
-            folder = os.path.join(args.output_dir, name)
-            reason = incomplete(folder, step)
-            if reason is None:
-                for other, why in skipped:
-                    logger.warning("Skipping %s: incomplete, %s. Resuming from %s; delete %s.", other, why, name, other)
-                return folder
-            skipped.append((name, reason))
-        raise ValueError(
-            f"--resume_from_checkpoint last: no complete checkpoint in {args.output_dir} ("
-            + "; ".join(f"{name}: {why}" for name, why in skipped)
-            + "). Pass --overwrite_output_dir to start again there, or choose another --output_dir."
-        )
-    if requested:
-        if not os.path.isdir(requested):
-            raise ValueError(f"--resume_from_checkpoint {requested}: no such folder.")
-        match = re.fullmatch(r"checkpoint-(\d+)", os.path.basename(os.path.normpath(requested)))
-        reason = incomplete(requested, int(match.group(1)) if match else None)
-        if reason is not None:
-            raise ValueError(
-                f"--resume_from_checkpoint {requested}: not a complete checkpoint, {reason}. Pick an older "
-                "checkpoint-* folder or pass --resume_from_checkpoint last (to start from a model folder's "
-                "weights instead, pass it as --model_name_or_path)."
-            )
-        return requested
-    if last is not None and args.do_train and not args.overwrite_output_dir:
-        raise ValueError(
-            f"{args.output_dir} already holds checkpoints ({os.path.basename(last)} is the newest). "
-            "Pass --resume_from_checkpoint last to continue that run, --overwrite_output_dir to start again "
-            "there, or choose another --output_dir."
-        )
-    return None
 
 
 class WordLevelMetrics:
@@ -195,21 +101,15 @@ class WordLevelMetrics:
         return entity_scores(self.gold, self.predicted, self.scheme)
 
 
-class LabelDecoder:
-    """``preprocess_logits_for_metrics``: decode label ids on the device and keep only those, not the logits.
+def keep_predictions(outputs: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
+    """``preprocess_logits_for_metrics``: keep the label ids the model decoded, not the logits.
 
-    Decodes over the labelled sub-tokens (the positions a word's label is read from), with the model's own
-    decoding: argmax, constrained Viterbi, or the CRF.
+    ``BertForNer.forward`` decodes in eval mode (argmax, constrained Viterbi or the CRF, one position per
+    word) and returns them last (``NerOutput.predictions``); the Trainer hands the outputs here as a tuple.
     """
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def __call__(self, logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
-        if isinstance(logits, tuple):
-            logits = logits[0]
-        decode = getattr(self.model, "decode", None)
-        return decode(logits, labels != IGNORE_INDEX) if decode else logits.argmax(dim=-1)
+    if isinstance(outputs, tuple):
+        return outputs[-1]
+    return outputs.argmax(dim=-1)
 
 
 def build_trainer(
@@ -245,7 +145,7 @@ def build_trainer(
         data_collator=collator,
         train_collator=train_collator,
         compute_metrics=eval_metrics,
-        preprocess_logits_for_metrics=LabelDecoder(model),
+        preprocess_logits_for_metrics=keep_predictions,
     )
 
 

@@ -100,6 +100,16 @@ VARIANTS = [
     ("negative columns", b"a O x\n", {"word_column": -3, "label_column": -2}, 1, 1, (["a"], ["O"])),
     ("explicit space delimiter", b"a\tb O\n", {"delimiter": " "}, 1, 1, (["a\tb"], ["O"])),
     ("explicit tab delimiter", b"a b\tO\n", {"delimiter": "\t"}, 1, 1, (["a b"], ["O"])),
+    # U+FEFF is data inside a word, wherever it sits; only the file's first one is a byte order mark.
+    ("feff ending a word", "Dubbz\ufeff\tB-person\n".encode(), {}, 1, 1, (["Dubbz\ufeff"], ["B-person"])),
+    ("feff starting a later line", "a\tO\n\ufeffb\tO\n".encode(), {}, 1, 2, (["a", "\ufeffb"], ["O", "O"])),
+    ("feff starting a later column", "1\ta\tO\n2\t\ufeffb\tO\n".encode(), {"word_column": 1}, 1, 2,
+     (["a", "\ufeffb"], ["O", "O"])),
+    ("bom then feff word", b"\xef\xbb\xbf" + "\ufeffa O\n".encode(), {}, 1, 1, (["\ufeffa"], ["O"])),
+    ("feff alone is a blank line", "a O\n\ufeff\nb O\n".encode(), {}, 2, 2, (["a"], ["O"])),
+    ("bom of a concatenated file", b"a O\n\n\xef\xbb\xbf-DOCSTART- -X- O O\n\nb O\n", {}, 2, 2, (["a"], ["O"])),
+    ("zero width space", "a\u200bb O\n".encode(), {}, 1, 1, (["a\u200bb"], ["O"])),
+    ("no tag column", b"a x\nb y\n\nc z\n", {"label_column": None}, 2, 3, (["a", "b"], None)),
 ]
 
 
@@ -111,6 +121,7 @@ def test_format_variants(
 ) -> None:
     sentences = list(read_conll(write(tmp_path, data), **options))
     assert counts(sentences)[:2] == (n_sentences, n_tokens)
+    assert all(s.words for s in sentences)
     assert (sentences[0].words, sentences[0].tags) == first
 
 
@@ -141,6 +152,86 @@ def test_documents_and_line_numbers(tmp_path: Path) -> None:
 def test_without_docstart_everything_is_document_0(tmp_path: Path) -> None:
     sentences = list(read_conll(write(tmp_path, b"\r\na O\r\n\r\nb O\r\nc O\r\n")))
     assert [(s.document_id, s.doc_start, s.line) for s in sentences] == [(0, False, 2), (0, False, 4)]
+
+
+def test_feff_inside_a_word_is_kept_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """WNUT-17's dev file has `Dubbz\\ufeff` tagged B-person: a standard corpus must read, word intact."""
+    path = write(tmp_path, "-DOCSTART-\tO\n\nI\tO\nlike\tO\nDubbz\ufeff\tB-person\n\nx\u200by\tO\n")
+    with caplog.at_level(logging.INFO, logger="ner.conll"):
+        sentences = list(read_conll(path))
+    assert sentences[0].words == ["I", "like", "Dubbz\ufeff"]
+    assert sentences[0].words[2].encode() == b"Dubbz\xef\xbb\xbf"  # byte for byte
+    assert sentences[0].tags == ["O", "O", "B-person"]
+    assert sentences[1].words == ["x\u200by"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ner.conll"]
+    assert len(lines) == 1  # once per file, not once per word
+    assert lines[0].startswith(f"{path}: 2 words hold invisible characters") and "the first on line 5" in lines[0]
+
+
+def test_concatenated_files_keep_their_documents(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`cat a.txt b.txt`, b.txt with a BOM: its -DOCSTART- still opens a document, no word holds the BOM."""
+    part = b"\xef\xbb\xbf-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n\n"
+    path = write(tmp_path, part + part)
+    with caplog.at_level(logging.INFO, logger="ner.conll"):
+        sentences = list(read_conll(path))
+    assert [(s.words, s.document_id, s.doc_start) for s in sentences] == [(["EU"], 0, True), (["EU"], 1, True)]
+    assert any("1 byte order marks (U+FEFF) before -DOCSTART- or on a blank line were ignored" in r.getMessage()
+               and "the first on line 5" in r.getMessage() for r in caplog.records)
+
+
+def test_clean_file_logs_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="ner.conll"):
+        list(read_conll(write(tmp_path, "\ufeffZürich\xa0x\tB-LOC\n".encode())))  # a file BOM, a non-breaking space
+    assert [r for r in caplog.records if r.name == "ner.conll"] == []
+
+
+# --- files without tags (input to prediction) ----------------------------------------------------
+
+# id, file bytes, sentences as (words, tags)
+OPTIONAL_TAGS = [
+    ("one column", b"EU\nrejects\n\nPeter\n", [(["EU", "rejects"], None), (["Peter"], None)]),
+    ("word and POS", b"-DOCSTART- -X-\n\nEU NNP\nrejects VBZ\n", [(["EU", "rejects"], None)]),
+    ("word and POS, tabs", b"EU\tNNP\n\nPeter\tNNP\n", [(["EU"], None), (["Peter"], None)]),
+    ("tagged", b"EU\tB-ORG\nrejects\tO\n", [(["EU", "rejects"], ["B-ORG", "O"])]),
+    ("conll-2003", b"-DOCSTART- -X- -X- O\n\nEU NNP B-NP I-ORG\n", [(["EU"], ["I-ORG"])]),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), [o[1:] for o in OPTIONAL_TAGS], ids=[o[0] for o in OPTIONAL_TAGS])
+def test_optional_tags_are_decided_per_file(tmp_path: Path, data: bytes, expected: list) -> None:
+    sentences = list(read_conll(write(tmp_path, data), tags_optional=True))
+    assert [(s.words, s.tags) for s in sentences] == expected
+
+
+# id, file bytes, line named, message pattern
+MIXED = [
+    ("tag after none", b"EU NNP\nrejects VBZ\n\nPeter B-PER\n", 4,
+     r"column 1 holds the tag 'B-PER', but on line 1 \(the first token line\) it holds 'NNP', which is not a tag, "
+     r"so the file is read as words without gold tags; give every token line a tag or none"),
+    ("none after a tag", b"EU B-ORG\nrejects VBZ\n", 2,
+     r"'VBZ' in column 1 is not a tag, but line 1 \(the first token line\) has the tag 'B-ORG' there, so the file "
+     r"is read with gold tags; give every token line a tag \(`O` outside entities\) or none"),
+    ("columns after one", b"EU\nrejects\n\nPeter\tB-PER\n", 4,
+     r"expected 1 column \(as on line 1, the first token line, so the file is read as words without gold tags\), "
+     r"found 2: 'Peter\\tB-PER'"),
+    ("one after columns", b"EU\tB-ORG\n\nPeter\n", 3, r"expected 2 columns \(as on line 1, the first token line\), found 1"),
+    ("empty", b"\n\n", None, r"no sentences found: .* expected token lines such as `word<TAB>tag` or `word`"),
+]
+
+
+@pytest.mark.parametrize(("data", "line", "pattern"), [m[1:] for m in MIXED], ids=[m[0] for m in MIXED])
+def test_optional_tags_refuse_a_file_that_mixes(tmp_path: Path, data: bytes, line: int | None, pattern: str) -> None:
+    path = write(tmp_path, data)
+    where = f"{path}:{line}: " if line is not None else f"{path}: "
+    with pytest.raises(DataFileError, match=re.escape(where) + pattern):
+        list(read_conll(path, tags_optional=True))
+
+
+def test_training_reader_still_needs_tags(tmp_path: Path) -> None:
+    with pytest.raises(DataFileError, match=r":1: found 1 column, but a label column is needed"):
+        list(read_conll(write(tmp_path, b"EU\nrejects\n")))
+    with pytest.raises(DataFileError, match=r":1: unsupported tag 'NNP'"):
+        list(read_conll(write(tmp_path, b"EU NNP\n")))
 
 
 def test_line_numbers_count_a_bom_line(tmp_path: Path) -> None:
@@ -210,8 +301,6 @@ MALFORMED = [
      r"unsupported tag 'NNP' in column 1 \(label_column=1\)"),
     ("latin-1", b"a O\ncaf\xe9 O\n", {}, 2, r"the file is not UTF-8: byte 0xe9 at byte offset 3 of the line .*"
      r"iconv -f latin1 -t utf-8"),
-    ("bom inside the file", b"a O\n\n\xef\xbb\xbf-DOCSTART- -X- O O\n", {}, 3,
-     r"byte order mark \(BOM\) at the start of this line: were files concatenated\?"),
     ("nul byte", b"a O\nb\x00 O\n", {}, 2, r"NUL byte at byte offset 1 of the line: this looks like a binary"),
     ("utf-16", _UTF16, {}, 1, r"NUL byte at byte offset 3 of the line: this looks like a binary \(or UTF-16\)"),
     ("empty file", b"", {}, None, r"no sentences found"),

@@ -252,7 +252,7 @@ def test_constrained_decode_is_always_valid(scheme):
     generator = torch.Generator().manual_seed(7)
     logits = 3 * torch.randn(64, 8, len(labels), generator=generator)
     mask = torch.rand(64, 8, generator=generator) < 0.7
-    decoded = constrained_decode(logits, mask, labels, scheme)
+    decoded = constrained_decode(logits, mask, allowed_transitions(labels, scheme))
     assert decoded[~mask].eq(0).all()
     unconstrained_valid = 0
     for row in range(len(logits)):
@@ -280,10 +280,10 @@ def test_constrained_decode_keeps_a_valid_argmax(scheme, path):
     mask = torch.zeros(2, 2 * len(path), dtype=torch.bool)
     mask[:, ::2] = True
     assert is_valid(path, scheme)
-    assert constrained_decode(logits, torch.ones(2, len(path), dtype=torch.bool), labels, scheme).tolist() == [
+    assert constrained_decode(logits, torch.ones(2, len(path), dtype=torch.bool), allowed_transitions(labels, scheme)).tolist() == [
         gold.tolist()
     ] * 2
-    decoded = constrained_decode(holes, mask, labels, scheme)
+    decoded = constrained_decode(holes, mask, allowed_transitions(labels, scheme))
     assert decoded[:, ::2].tolist() == [gold.tolist()] * 2 and decoded[:, 1::2].eq(0).all()
 
 
@@ -294,8 +294,8 @@ def test_half_precision_input_is_cast_up(dtype):
     logits = torch.randn(4, 6, len(labels), generator=generator).to(dtype)
     mask = torch.tensor([[1, 1, 0, 1, 1, 1]] * 4, dtype=torch.bool)
     tags = torch.tensor([[1, 3, -100, 0, 4, 0]] * 4)
-    assert constrained_decode(logits, mask, labels, "IOBES").equal(
-        constrained_decode(logits.float(), mask, labels, "IOBES")
+    assert constrained_decode(logits, mask, allowed_transitions(labels, "IOBES")).equal(
+        constrained_decode(logits.float(), mask, allowed_transitions(labels, "IOBES"))
     )
     crf = CRF(len(labels), allowed_transitions(labels, "IOBES"))
     nll = crf(logits, tags, mask)
@@ -318,5 +318,5 @@ def test_cuda_matches_cpu():
     crf.cuda()
     torch.testing.assert_close(crf(emissions.cuda(), tags.cuda(), mask.cuda()).cpu(), expected_nll)
     assert crf.decode(emissions.cuda(), mask.cuda()).cpu().equal(expected_path)
-    decoded = constrained_decode(emissions.cuda().half(), mask.cuda(), labels, "BILOU")
+    decoded = constrained_decode(emissions.cuda().half(), mask.cuda(), allowed_transitions(labels, "BILOU"))
     assert decoded.device.type == "cuda"

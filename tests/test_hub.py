@@ -8,7 +8,14 @@ import pytest
 from huggingface_hub import HfApi, RepoUrl
 from huggingface_hub.utils import filter_repo_objects
 
-from ner.hub import UPLOAD_IGNORE, drop_secrets, files_to_upload, push_output_dir, write_training_args_json
+from ner.hub import (
+    EVAL_TEXT_PATTERNS,
+    UPLOAD_IGNORE,
+    drop_secrets,
+    files_to_upload,
+    push_output_dir,
+    write_training_args_json,
+)
 
 FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefSECRET"
 REPO_ID = "someone/bert-ner"
@@ -18,12 +25,10 @@ UPLOADED = [
     "all_results.json",
     "config.json",
     "eval_confusion.png",
-    "eval_predictions.txt",
     "eval_report.json",
     "eval_report.md",
     "model.safetensors",
     "plots/training_curves.png",
-    "predict_predictions.txt",
     "runs/Nov01_12-00-00_host/events.out.tfevents.1.host",
     "special_tokens_map.json",
     "tokenizer.json",
@@ -32,6 +37,11 @@ UPLOADED = [
     "training_args.json",
     "vocab.txt",
 ]
+# Quote dev/test sentences: uploaded only with include_eval_text (--push_eval_text).
+EVAL_TEXT = [
+    "eval_mistakes.json", "eval_mistakes.md", "eval_predictions.txt", "predict_mistakes.md", "predict_predictions.txt"
+]
+SENTENCE = "Maria Lopez flew from Madrid"
 LEFT_OUT = [
     ".README.md.abc123.tmp",
     "checkpoint-5/config.json",
@@ -62,10 +72,13 @@ class FakeTrainingArguments:
 @pytest.fixture
 def output_dir(tmp_path) -> Path:
     folder = tmp_path / "out"
-    for relative in UPLOADED + LEFT_OUT:
+    for relative in UPLOADED + LEFT_OUT + EVAL_TEXT:
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"{}\n")
+    for relative in EVAL_TEXT:
+        quoting = f"gold: [PER {SENTENCE}]\n" if "report" in relative else SENTENCE.replace(" ", "\tO\tO\n")
+        (folder / relative).write_text(quoting)
     (folder / "training_args.bin").write_bytes(b"pickled TrainingArguments " + FAKE_TOKEN.encode())
     (folder / "checkpoint-5" / "training_args.bin").write_bytes(FAKE_TOKEN.encode())
     write_training_args_json(FakeTrainingArguments(), folder)
@@ -90,6 +103,7 @@ def fake_hub(monkeypatch):
         folder = Path(folder_path)
         relative = [p.relative_to(folder).as_posix() for p in sorted(folder.glob("**/*")) if p.is_file()]
         calls["uploaded"] = sorted(filter_repo_objects(relative, ignore_patterns=ignore_patterns))
+        calls["contents"] = {path: (folder / path).read_bytes() for path in calls["uploaded"]}
         calls["upload_folder"] = dict(kwargs, repo_id=repo_id, folder_path=folder)
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
@@ -114,7 +128,7 @@ def test_push_uploads_the_model_folder_without_checkpoints_or_secrets(output_dir
     for relative in fake_hub["uploaded"]:
         assert FAKE_TOKEN.encode() not in (output_dir / relative).read_bytes(), relative
     assert caplog.records and all(FAKE_TOKEN not in record.getMessage() for record in caplog.records)
-    assert "17 files" in caplog.text and REPO_ID in caplog.text
+    assert "15 files" in caplog.text and REPO_ID in caplog.text
     assert UPLOAD_IGNORE == ignore_before  # upload_folder's += did not reach the module's list
 
 
@@ -125,10 +139,33 @@ def test_files_to_upload_is_what_the_client_would_send(output_dir, fake_hub):
 
 
 def test_push_to_a_branch_and_with_extra_ignore_patterns(output_dir, fake_hub):
-    push_output_dir(output_dir, REPO_ID, revision="v1", ignore_patterns=["*_predictions.txt"])
+    push_output_dir(output_dir, REPO_ID, revision="v1", ignore_patterns=["*.png"], include_eval_text=True)
     assert fake_hub["create_branch"] == {"repo_id": REPO_ID, "branch": "v1", "exist_ok": True, "repo_type": "model"}
     assert fake_hub["upload_folder"]["revision"] == "v1"
-    assert fake_hub["uploaded"] == sorted(set(UPLOADED) - {"eval_predictions.txt", "predict_predictions.txt"})
+    assert fake_hub["uploaded"] == sorted(
+        set(UPLOADED + EVAL_TEXT) - {"eval_confusion.png", "plots/training_curves.png"}
+    )
+
+
+def test_evaluation_sentences_stay_off_the_hub_unless_asked_for(output_dir, fake_hub, caplog):
+    with caplog.at_level(logging.INFO, logger="ner.hub"):
+        push_output_dir(output_dir, REPO_ID)
+    assert not set(EVAL_TEXT) & set(fake_hub["uploaded"])
+    assert all(b"Lopez" not in content for content in fake_hub["contents"].values())
+    assert "--push_eval_text" in caplog.text
+    assert files_to_upload(output_dir) == fake_hub["uploaded"]
+
+    push_output_dir(output_dir, REPO_ID, include_eval_text=True)
+    assert set(EVAL_TEXT) <= set(fake_hub["uploaded"])
+    with_text = {path for path, content in fake_hub["contents"].items() if b"Lopez" in content}
+    assert with_text == set(EVAL_TEXT)
+    assert files_to_upload(output_dir, include_eval_text=True) == fake_hub["uploaded"]
+
+
+def test_eval_text_patterns_match_the_files_run_ner_writes():
+    names = ["eval_predictions.txt", "predict_mistakes.md", "predict_mistakes.json", "eval_report.md", "README.md"]
+    kept = list(filter_repo_objects(names, ignore_patterns=EVAL_TEXT_PATTERNS))
+    assert kept == ["eval_report.md", "README.md"]
 
 
 def test_push_refuses_a_file_holding_the_token(output_dir, fake_hub):
@@ -137,6 +174,16 @@ def test_push_refuses_a_file_holding_the_token(output_dir, fake_hub):
         push_output_dir(output_dir, REPO_ID, token=FAKE_TOKEN)
     assert FAKE_TOKEN not in str(raised.value)
     assert not fake_hub  # nothing created, nothing uploaded
+
+
+def test_push_checks_for_the_stored_login_token_too(output_dir, fake_hub, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: FAKE_TOKEN)
+    (output_dir / "notes.txt").write_text(f"login with {FAKE_TOKEN}\n")
+    with pytest.raises(ValueError, match=r"notes\.txt contains the Hub token"):
+        push_output_dir(output_dir, REPO_ID)  # no token given: the upload would use the stored one
+    assert not fake_hub
 
 
 def test_push_refuses_a_missing_folder(tmp_path, fake_hub):

@@ -1,17 +1,22 @@
-"""Every layout a BERT is released in loads without hand work; the casing guard; bad folders."""
+"""Every layout a BERT is released in loads without hand work; the casing guard; bad folders; staging's lock."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
+import stat
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 import torch
+from transformers import BertConfig, BertForPreTraining
 
 from conftest import DEMO_DATA, make_tiny_bert
+from ner import loading
 from ner.loading import load_tokenizer, prepare_model_source
 from run_ner import main
 
@@ -153,3 +158,123 @@ def test_pickle_with_code_is_refused(tiny_bert, tmp_path):
     torch.save({"bert.embeddings.word_embeddings.weight": Payload()}, release / "pytorch_model.bin")
     with pytest.raises(ValueError, match="not a readable PyTorch weights file"):
         prepare_model_source(str(release), cache_dir=tmp_path / "cache")
+
+
+def old_pretraining_checkpoint(tiny_bert: Path, path: Path) -> tuple[BertForPreTraining, dict]:
+    """A BertForPreTraining state dict as pytorch-pretrained-bert saved it: gamma/beta names, no decoder bias,
+    the MLM decoder's weight the word-embedding tensor itself, in torch's pre-1.6 (non-zip) format."""
+    model = BertForPreTraining(BertConfig.from_pretrained(tiny_bert)).eval()
+    state = {key: value for key, value in model.state_dict().items() if key != "cls.predictions.decoder.bias"}
+    state["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]
+    state = {key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): value
+             for key, value in state.items()}
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    return model, state
+
+
+def scibert_release(tiny_bert: Path, tmp_path: Path) -> tuple[Path, BertForPreTraining]:
+    """scibert_scivocab_cased/ as AllenAI ships it: vocab.txt and weights.tar.gz, which holds bert_config.json
+    and an old pytorch_model.bin at its top."""
+    parts = original_release(tiny_bert, tmp_path / "parts")
+    model, _ = old_pretraining_checkpoint(tiny_bert, parts / "pytorch_model.bin")
+    folder = tmp_path / "unpacked" / "scibert_scivocab_cased"
+    folder.mkdir(parents=True)
+    shutil.copy(parts / "vocab.txt", folder / "vocab.txt")
+    with tarfile.open(folder / "weights.tar.gz", "w:gz") as tar:
+        for name in ("bert_config.json", "pytorch_model.bin"):
+            tar.add(parts / name, arcname=name)
+    return folder, model
+
+
+def test_old_pretraining_checkpoint_with_a_tied_decoder_is_staged(tiny_bert, tmp_path, caplog):
+    release, original = scibert_release(tiny_bert, tmp_path)
+    saved = torch.load(tmp_path / "parts" / "pytorch_model.bin", weights_only=True)
+    shared = saved["cls.predictions.decoder.weight"].untyped_storage().data_ptr()
+    assert shared == saved["bert.embeddings.word_embeddings.weight"].untyped_storage().data_ptr()  # built as of old
+    with caplog.at_level(logging.INFO, logger="ner"):
+        source = prepare_model_source(str(release), cache_dir=tmp_path / "model-cache")
+    assert re.search(r"dropped cls\.predictions\.decoder\.weight, which is bert\.embeddings\.word_embeddings\.weight "
+                     r"itself", caplog.text)
+    staged = Path(source.model)
+    from safetensors.torch import load_file
+
+    weights = load_file(staged / "model.safetensors")
+    assert "cls.predictions.decoder.weight" not in weights and "cls.predictions.bias" in weights
+    reloaded = BertForPreTraining.from_pretrained(staged).eval()
+    inputs = torch.tensor([[2, 10, 11, 12, 3]])
+    with torch.no_grad():
+        ours, theirs = reloaded(inputs), original(inputs)
+    assert torch.allclose(ours.prediction_logits, theirs.prediction_logits, atol=1e-6)  # the decoder tied again
+    assert torch.equal(reloaded.cls.predictions.decoder.weight, original.bert.embeddings.word_embeddings.weight)
+
+
+def test_scibert_release_tar_is_accepted_as_given(tiny_bert, tmp_path):
+    folder, _ = scibert_release(tiny_bert, tmp_path)
+    (tmp_path / "vocab.txt").write_text("[UNK]\nnot\nthis\none\n")  # beside the .tar: the one inside wins
+    release = tmp_path / "scibert_scivocab_cased.tar"
+    with tarfile.open(release, "w") as tar:
+        tar.add(folder, arcname=folder.name)
+    staged = Path(prepare_model_source(str(release), cache_dir=tmp_path / "model-cache").model)
+    assert sorted(p.name for p in staged.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
+    assert (staged / "vocab.txt").read_bytes() == (folder / "vocab.txt").read_bytes()
+    from_folder = Path(prepare_model_source(str(folder), cache_dir=tmp_path / "model-cache").model)
+    assert from_folder != staged and torch.equal(encoder_weight(from_folder), encoder_weight(staged))
+    assert train_briefly(release, tmp_path)["train_loss"] > 0
+
+
+def test_casing_guard_judges_the_name_the_user_gave_not_the_staged_folder(tiny_bert, tmp_path, caplog):
+    release = original_release(tiny_bert, tmp_path / "models" / "my_bert_cased")
+    vocab = (release / "vocab.txt").read_text().splitlines()
+    vocab[vocab.index("minister")] = "Maria"  # 1 capitalised word piece of about 110: under the 1% rule
+    (release / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    settings = {"do_lower_case": True, "tokenizer_class": "BertTokenizer"}
+    (release / "tokenizer_config.json").write_text(json.dumps(settings))
+    source = prepare_model_source(str(release), cache_dir=tmp_path / "model-cache")
+    assert source.staged and "cased" not in Path(source.tokenizer).name
+    with caplog.at_level(logging.WARNING, logger="ner"):
+        tokenizer = load_tokenizer(source.tokenizer)  # as run_ner.py calls it: the staged path only
+    assert "my_bert_cased: the tokenizer lowercases" in caplog.text and "the name says cased" in caplog.text
+    assert tokenizer.tokenize("Maria") == ["Maria"]
+    assert load_tokenizer(source.tokenizer, user_name="my_bert").tokenize("Maria")[0] == "m"  # no rule, < 1%: kept
+    assert source.user_name == str(release)  # for callers that pass it as user_name=
+    staged_settings = json.loads((Path(source.tokenizer) / "tokenizer_config.json").read_text())
+    assert staged_settings["do_lower_case"] is True  # the folder's tokenizer settings are staged with its vocabulary
+
+
+def test_staged_folder_has_ordinary_permissions(tiny_bert, tmp_path):
+    release = original_release(tiny_bert, tmp_path / "release")
+    staged = Path(prepare_model_source(str(release), cache_dir=tmp_path / "model-cache").model)
+    (staged.parent / "made-by-mkdir").mkdir()
+    assert stat.S_IMODE(staged.stat().st_mode) == stat.S_IMODE((staged.parent / "made-by-mkdir").stat().st_mode)
+
+
+def test_two_stagings_of_one_model_at_once_stage_it_once(tiny_bert, tmp_path, monkeypatch):
+    release = original_release(tiny_bert, tmp_path / "release")
+    read, calls, both_inside = loading.load_state_dict, [], threading.Event()
+
+    def slow_read(path):
+        calls.append(path)
+        if len(calls) == 2:
+            both_inside.set()
+        both_inside.wait(timeout=1.0)  # holds the first staging open long enough for the second to arrive
+        return read(path)
+
+    monkeypatch.setattr(loading, "load_state_dict", slow_read)
+    sources, errors = [], []
+
+    def stage() -> None:
+        try:
+            sources.append(prepare_model_source(str(release), cache_dir=tmp_path / "model-cache"))
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=stage) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and len(sources) == 2 and sources[0].model == sources[1].model
+    assert len(calls) == 1  # the second waited for the first and used its folder
+    staged = Path(sources[0].model)
+    assert sorted(p.name for p in staged.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
+    assert [p.name for p in staged.parent.iterdir() if p.name.startswith(".")] == []  # no work folder left

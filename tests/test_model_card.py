@@ -12,11 +12,13 @@ LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 RESULTS = {
     "train_loss": 0.31,
     "eval_f1": 0.8123, "eval_precision": 0.8, "eval_recall": 0.825, "eval_accuracy": 0.95, "eval_number": 40,
+    "eval_f1_strict": 0.7777, "eval_precision_strict": 0.76, "eval_recall_strict": 0.7961,
     "eval_LOC_f1": 0.7, "eval_LOC_precision": 0.65, "eval_LOC_recall": 0.7583, "eval_LOC_number": 24,
     "eval_PER_f1": 0.9, "eval_PER_precision": 0.95, "eval_PER_recall": 0.855, "eval_PER_number": 16,
     "eval_runtime": 1.5,
     "predict_f1": 0.7011, "predict_precision": 0.7, "predict_recall": 0.7022, "predict_accuracy": 0.93,
     "predict_number": 45,
+    "predict_f1_strict": 0.6511, "predict_precision_strict": 0.65, "predict_recall_strict": 0.6522,
     "predict_LOC_f1": 0.6, "predict_LOC_precision": 0.6, "predict_LOC_recall": 0.6, "predict_LOC_number": 25,
     "predict_PER_f1": 0.8, "predict_PER_precision": 0.8, "predict_PER_recall": 0.8, "predict_PER_number": 20,
 }
@@ -49,7 +51,8 @@ def card(tmp_path):
     path = write_model_card(
         tmp_path,
         base_model="bert-base-cased",
-        datasets=["conll2003"],
+        data_files={"train": "conll2003", "validation": "conll2003", "test": "conll2003"},
+        trained=True,
         label_list=LABELS,
         scheme="IOB2",
         hyperparameters=HYPERPARAMETERS,
@@ -75,7 +78,11 @@ def test_front_matter_parses_with_the_model_index(card):
     for split, prefix in (("validation", "eval"), ("test", "predict")):
         assert by_split[split]["task"]["type"] == "token-classification"
         values = {metric["type"]: metric["value"] for metric in by_split[split]["metrics"]}
-        assert values == {name: RESULTS[f"{prefix}_{name}"] for name in ("f1", "precision", "recall", "accuracy")}
+        names = ("f1", "precision", "recall", "f1_strict", "accuracy")
+        assert values == {name: RESULTS[f"{prefix}_{name}"] for name in names}
+        labels = {metric["type"]: metric["name"] for metric in by_split[split]["metrics"]}
+        assert labels["f1"] == "F1 (conlleval-compatible, entity level)"
+        assert labels["f1_strict"] == "F1 (seqeval strict, entity level)"
 
 
 def test_huggingface_hub_reads_the_card(tmp_path, card):
@@ -86,7 +93,7 @@ def test_huggingface_hub_reads_the_card(tmp_path, card):
     f1 = {r.dataset_split: r.metric_value for r in loaded.data.eval_results if r.metric_type == "f1"}
     assert f1 == {"validation": RESULTS["eval_f1"], "test": RESULTS["predict_f1"]}
     name, results = model_index_to_eval_results(metadata_load(tmp_path / "README.md")["model-index"])
-    assert name == "someone/bert-ner" and len(results) == 8
+    assert name == "someone/bert-ner" and len(results) == 10
 
 
 @pytest.mark.parametrize("heading, prefix", [("### Validation (dev)", "eval"), ("### Test", "predict")])
@@ -101,6 +108,17 @@ def test_per_type_table_matches_the_results(card, heading, prefix):
         assert int(support) == RESULTS[f"{prefix}_{entity_type}_number"]
     assert float(rows["**overall (micro)**"][2]) == round(RESULTS[f"{prefix}_f1"], 4)
     assert int(rows["**overall (micro)**"][3]) == RESULTS[f"{prefix}_number"]
+    section = card.split(heading, 1)[1].split("\n#", 1)[0]
+    assert f"Strict F1 (seqeval strict, IOB2): {RESULTS[f'{prefix}_f1_strict']:.4f}." in section
+
+
+def test_scores_are_called_conlleval_compatible_and_strict_keys_are_no_entity_type(card):
+    from ner.reports import per_type_scores
+
+    assert "conlleval-compatible" in card and "(an entity opened by `I-` counts)" in card
+    assert "strict matching" not in card
+    assert list(per_type_scores(RESULTS, "eval")) == ["LOC", "PER"]
+    assert "| strict |" not in card and "| f1 |" not in card
 
 
 def test_body_has_labels_usage_hyperparameters_and_plots(card):
@@ -127,7 +145,8 @@ def test_local_model_and_files_stay_out_of_the_metadata(tmp_path):
     path = write_model_card(
         tmp_path / "out",
         base_model=str(model),
-        datasets=[str(data)],
+        data_files={"validation": str(data)},
+        trained=True,
         label_list=["O", "S-PER", "B-PER", "E-PER", "I-PER"],
         scheme="IOBES",
         hyperparameters={},
@@ -146,8 +165,8 @@ def test_local_model_and_files_stay_out_of_the_metadata(tmp_path):
 
 def test_card_without_results_has_no_model_index(tmp_path):
     path = write_model_card(
-        tmp_path, base_model="bert-base-cased", datasets=[], label_list=["O"], scheme="IOB2", hyperparameters={},
-        results={},
+        tmp_path, base_model="bert-base-cased", data_files={}, trained=True, label_list=["O"], scheme="IOB2",
+        hyperparameters={}, results={},
     )
     metadata = front_matter(path.read_text())
     assert "model-index" not in metadata
@@ -161,3 +180,67 @@ def test_card_without_results_has_no_model_index(tmp_path):
 )
 def test_is_hub_id(name, expected):
     assert is_hub_id(name) is expected
+
+
+def test_each_file_is_named_for_what_it_was_used_for(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    names = {"train": "train.txt", "validation": "dev.txt", "test": "test.txt"}
+    files = {split: corpus / name for split, name in names.items()}
+    for path in files.values():
+        path.write_text("x O\n")
+    path = write_model_card(
+        tmp_path / "out", base_model="bert-base-cased", data_files={k: str(v) for k, v in files.items()}, trained=True,
+        label_list=LABELS, scheme="IOB2", hyperparameters={"learning_rate": 5e-05}, results=RESULTS,
+    )
+    text = path.read_text()
+    assert (
+        "fine-tuned from [bert-base-cased](https://huggingface.co/bert-base-cased) on `corpus/train.txt`; "
+        "evaluated on `corpus/dev.txt` (validation) and `corpus/test.txt` (test)." in text
+    )
+    assert "## Training hyperparameters" in text
+
+
+def test_hub_dataset_metadata_lists_only_the_training_data(tmp_path):
+    path = write_model_card(
+        tmp_path, base_model="bert-base-cased", data_files={"train": "conll2003", "validation": "other/dev-set"},
+        trained=True, label_list=LABELS, scheme="IOB2", hyperparameters={}, results={"eval_f1": 0.5},
+    )
+    text = path.read_text()
+    metadata = front_matter(text)
+    assert metadata["datasets"] == ["conll2003"]
+    assert metadata["model-index"][0]["results"][0]["dataset"] == {
+        "name": "other/dev-set", "type": "other/dev-set", "split": "validation"
+    }
+    assert "on the `train` split of [conll2003](https://huggingface.co/datasets/conll2003); evaluated on the " \
+        "`validation` split of [other/dev-set](https://huggingface.co/datasets/other/dev-set)." in text
+
+
+def test_predict_only_card_says_the_model_was_not_trained(tmp_path):
+    path = write_model_card(
+        tmp_path, base_model="dslim/bert-base-NER", data_files={"validation": "conll2003", "test": "conll2003"},
+        trained=False, label_list=LABELS, scheme="IOB2", hyperparameters={"max_seq_length": 128}, results=RESULTS,
+    )
+    text = path.read_text()
+    metadata = front_matter(text)
+    assert "datasets" not in metadata  # nothing was trained on
+    assert {r["dataset"]["split"] for r in metadata["model-index"][0]["results"]} == {"validation", "test"}
+    assert "fine-tuned" not in text
+    assert "evaluated on the `validation` split of [conll2003]" in text
+    assert "and the `test` split of [conll2003]" in text
+    assert "The model was not trained in this run; its weights are the base model's, [dslim/bert-base-NER]" in text
+    assert "## Evaluation settings" in text and "## Training hyperparameters" not in text
+
+
+@pytest.mark.parametrize("on_hub", [False, True])
+def test_card_says_whether_evaluation_sentences_are_uploaded(tmp_path, on_hub):
+    path = write_model_card(
+        tmp_path, base_model="bert-base-cased", data_files={"validation": "conll2003"}, trained=False,
+        label_list=LABELS, scheme="IOB2", hyperparameters={}, results=RESULTS, eval_text_on_hub=on_hub,
+    )
+    section = path.read_text().split("### Evaluation data", 1)[1].split("\n#", 1)[0]
+    assert "quote sentences of the evaluation data" in section
+    if on_hub:
+        assert "they are uploaded with the model (`--push_eval_text`)" in section
+    else:
+        assert "so they stay off the Hub; `--push_eval_text` uploads them" in section

@@ -144,5 +144,12 @@ def test_saved_head_settings_are_kept_when_only_predicting(tiny_bert, tmp_path):
 def test_crf_masks_survive_from_pretrained(tiny_bert):
     from ner.crf import allowed_transitions
 
-    model = load_model(str(tiny_bert), LABELS, use_crf=True)
-    assert model.crf.allowed == [t.tolist() for t in allowed_transitions(LABELS, "IOB2")]
+    for options, rules in (({"use_crf": True}, lambda m: m.crf.rules), ({"decoding": "constrained"}, lambda m: m.rules)):
+        model = load_model(str(tiny_bert), LABELS, **options)
+        model.save_pretrained(tiny_bert.parent / "with-rules")
+        for loaded in (model, load_model(str(tiny_bert.parent / "with-rules"), LABELS)):
+            tables = rules(loaded).tables()
+            assert [t.tolist() for t in tables] == [t.tolist() for t in allowed_transitions(LABELS, "IOB2")]
+            assert all(t.dtype == torch.bool for t in tables)
+        # buffers, not parameters, and not saved
+        assert not any("rules" in key for key in model.state_dict())

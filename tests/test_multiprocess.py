@@ -1,11 +1,21 @@
 """Two processes (DDP over gloo, on the CPU) against one, end to end through ``accelerate launch``.
 
-The same job runs as ``python run_ner.py`` (per-device batch 8) and as ``accelerate launch
---multi_gpu --num_processes 2 ... run_ner.py --use_cpu`` (per-device batch 4, so the global batch
-is the same), on an odd number of training, dev and test sentences so that one rank gets fewer
-batches. Each run goes through a small recorder that notes, per rank, every file renamed into
-place (all of the project's outputs are written atomically, with ``os.replace``) and every CoNLL
-file parsed; it then runs ``run_ner.py`` unchanged as ``__main__``.
+``accelerate launch --multi_gpu --num_processes 2 ... run_ner.py --use_cpu`` trains the session's
+``tagger`` (a tiny BERT that finds nearly every entity of its corpus) a little further: 12 steps at a
+small learning rate on 41 sentences (global batch 8, so one rank gets fewer in each epoch's last batch),
+with evaluation and checkpoints inside training, then scores dev (41 sentences) and test (61): odd
+numbers, so the ranks' shares differ and one is padded with a duplicate. The launch goes through a
+small recorder that notes, per rank, every file renamed into place (all of the project's outputs are
+written atomically, with ``os.replace``) and every CoNLL file parsed; it then runs ``run_ner.py``
+unchanged as ``__main__``.
+
+What is compared with one process: the model the 2-process run saved predicts dev and test again in
+one process (``run_ner.main``, prediction only, length-sorted batches). The predictions files must be
+the same line for line (word, gold, predicted tag), and so the scores. Since the model tags nearly
+every entity, predictions put back in the wrong order, dropped or duplicated by the ranks' padding
+would change the predicted column. The training itself is not compared with a 1-process training:
+each rank averages the loss over its own tokens and gloo sums the gradients in another order, so the
+weights differ a little; the test only asks that the 2-process run's model still tags.
 
 Why ``--multi_gpu`` on a CPU-only machine: in accelerate 1.15 ``accelerate launch --cpu`` always
 uses its single-process launcher (``--num_processes 2 --cpu`` starts *one* process). ``--multi_gpu``
@@ -25,13 +35,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_DATA, REPO, make_tiny_bert
+from conftest import REPO, TAGGER_MIN_F1, Tagger, torch_threads
 from ner.conll import read_conll
+from run_ner import main
+from tagger_data import SPLIT_SIZES
 
-pytestmark = pytest.mark.slow  # about 35 s on 2 cores (both runs side by side); still runs in CI
+pytestmark = pytest.mark.slow  # about 12 s on 2 cores, after the session tagger; still runs in CI
 
 TIMEOUT_S = 300  # a deadlocked rank fails the test instead of hanging CI
-N_TRAIN, N_EVAL = 41, 25  # odd: rank 1 gets one batch fewer; test.txt has 51 sentences
+N_TRAIN = 41  # odd: global batch 8, rank 1 gets one sentence fewer in each epoch's last batch
 ENV = {
     **os.environ,
     "HF_HUB_OFFLINE": "1",
@@ -71,21 +83,20 @@ note("backend", dist.get_backend() if dist.is_initialized() else "none")
 """
 
 
-def job(model: Path, out: Path, batch: int) -> list[str]:
+def job(tagger: Tagger, out: Path) -> list[str]:
     return [
         str(REPO / "run_ner.py"),
-        "--model_name_or_path", str(model),
-        "--train_file", str(DEMO_DATA / "train.txt"),
-        "--validation_file", str(DEMO_DATA / "dev.txt"),
-        "--test_file", str(DEMO_DATA / "test.txt"),
+        "--model_name_or_path", str(tagger.out),
+        "--train_file", str(tagger.data / "train.txt"),
+        "--validation_file", str(tagger.data / "dev.txt"),
+        "--test_file", str(tagger.data / "test.txt"),
         "--output_dir", str(out),
         "--data_cache_dir", str(out.parent / "cache"),
         "--do_train", "--do_eval", "--do_predict",
         "--max_train_samples", str(N_TRAIN),
-        "--max_eval_samples", str(N_EVAL),
-        "--per_device_train_batch_size", str(batch),
+        "--per_device_train_batch_size", "4",
         "--per_device_eval_batch_size", "4",
-        "--learning_rate", "5e-3",
+        "--learning_rate", "1e-3",
         "--max_steps", "12",
         "--eval_strategy", "steps", "--eval_steps", "6",  # evaluation inside training too
         "--save_strategy", "steps", "--save_steps", "6",
@@ -121,48 +132,40 @@ def records(folder: Path) -> dict[str, list[tuple[str, str]]]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """The one-process and the two-process run, side by side; returns their folders."""
+def runs(tagger, tmp_path_factory) -> dict[str, Path]:
+    """The 2-process run, then its model predicting in one process; returns their output folders."""
     root = tmp_path_factory.mktemp("multiprocess")
-    model = make_tiny_bert(root / "tiny-bert")
-    config = json.loads((model / "config.json").read_text())
-    # No dropout: both runs then see the same function, and differ only where the data differ.
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (model / "config.json").write_text(json.dumps(config))
     recorder = root / "recorder.py"
     recorder.write_text(RECORDER)
     # accelerate reads $HF_HOME/accelerate/default_config.yaml under --multi_gpu: keep a developer's out.
     env = {**ENV, "HF_HOME": str(root / "hf-home")}
-    folders = {name: root / name for name in ("one", "two")}
-    for folder in folders.values():
-        (folder / "records").mkdir(parents=True)
+    (root / "records").mkdir()
     launch = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
         "--num_cpu_threads_per_process", "1",
     ]
-    deadline = time.monotonic() + TIMEOUT_S
     started = time.monotonic()
-    processes = {
-        "one": start([sys.executable, str(recorder), str(folders["one"] / "records"), *job(model, folders["one"] / "out", 8)],
-                     folders["one"] / "log.txt", env),
-        "two": start([*launch, str(recorder), str(folders["two"] / "records"), *job(model, folders["two"] / "out", 4)],
-                     folders["two"] / "log.txt", env),
-    }
+    process = start([*launch, str(recorder), str(root / "records"), *job(tagger, root / "two")], root / "log.txt", env)
     try:
-        for name, process in processes.items():
-            finish(process, folders[name] / "log.txt", deadline)
+        finish(process, root / "log.txt", started + TIMEOUT_S)
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-    print(f"\n1 and 2 processes side by side: {time.monotonic() - started:.1f} s")
-    return folders
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    print(f"\n2-process run: {time.monotonic() - started:.1f} s")
+    with torch_threads(1):
+        main([
+            "--model_name_or_path", str(root / "two"),
+            "--validation_file", str(tagger.data / "dev.txt"), "--test_file", str(tagger.data / "test.txt"),
+            "--output_dir", str(root / "one"), "--data_cache_dir", str(root / "cache-one"),
+            "--do_eval", "--do_predict", "--per_device_eval_batch_size", "16", "--report_to", "none",
+        ])
+    return {"root": root, "two": root / "two", "one": root / "one"}
 
 
 def results(folder: Path) -> dict[str, float]:
-    return json.loads((folder / "out" / "all_results.json").read_text())
+    return json.loads((folder / "all_results.json").read_text())
 
 
 def prediction_sentences(path: Path) -> list[list[list[str]]]:
@@ -178,31 +181,30 @@ def prediction_sentences(path: Path) -> list[list[list[str]]]:
 
 
 def test_two_processes_ran_with_gloo_and_one_rank_short(runs):
-    state = json.loads((runs["two"] / "out" / "trainer_state.json").read_text())
+    state = json.loads((runs["two"] / "trainer_state.json").read_text())
     # 41 sentences, global batch 8: 6 steps an epoch, the last one 1 sentence (rank 1 short).
     assert state["global_step"] == 12 and state["epoch"] == pytest.approx(2.0)
-    assert results(runs["one"])["epoch"] == pytest.approx(2.0)
-    assert sorted(p.name for p in (runs["two"] / "out" / "checkpoint-12").glob("rng_state*")) == [
+    assert [entry["step"] for entry in state["log_history"] if "eval_f1" in entry] == [6, 12]
+    assert sorted(p.name for p in (runs["two"] / "checkpoint-12").glob("rng_state*")) == [
         "rng_state_0.pth", "rng_state_1.pth",
     ]
-    assert sorted(records(runs["two"] / "records")) == ["rank-0", "rank-1"]
-    assert sorted(records(runs["one"] / "records")) == ["rank-0"]
-    backends = {rank: [path for kind, path in rows if kind == "backend"] for rank, rows in records(runs["two"] / "records").items()}
+    rows = records(runs["root"] / "records")
+    assert sorted(rows) == ["rank-0", "rank-1"]
+    backends = {rank: [path for kind, path in notes if kind == "backend"] for rank, notes in rows.items()}
     assert backends == {"rank-0": ["gloo"], "rank-1": ["gloo"]}
 
 
-@pytest.mark.parametrize("name", ["one", "two"])
-def test_datasets_are_parsed_once_by_the_main_process(runs, name):
-    parsed = {rank: [path for kind, path in rows if kind == "parsed"] for rank, rows in records(runs[name] / "records").items()}
-    expected = sorted(str(DEMO_DATA / f) for f in ("train.txt", "dev.txt", "test.txt"))
+def test_datasets_are_parsed_once_by_the_main_process(runs, tagger):
+    parsed = {rank: [path for kind, path in rows if kind == "parsed"] for rank, rows in records(runs["root"] / "records").items()}
+    expected = sorted(str(tagger.data / f) for f in ("train.txt", "dev.txt", "test.txt"))
     assert sorted(parsed.pop("rank-0")) == expected
-    assert parsed == ({"rank-1": []} if name == "two" else {})  # rank 1 read the Arrow cache rank 0 wrote
-    assert (runs[name] / "log.txt").read_text().count("Generating train split: 200 examples") == 1
+    assert parsed == {"rank-1": []}  # rank 1 read the Arrow cache rank 0 wrote
+    assert (runs["root"] / "log.txt").read_text().count(f"Generating train split: {SPLIT_SIZES['train']} examples") == 1
 
 
 def test_outputs_are_written_once_by_rank_0(runs):
-    out = runs["two"] / "out"
-    written = {rank: [path for kind, path in rows if kind == "wrote"] for rank, rows in records(runs["two"] / "records").items()}
+    out = runs["two"]
+    written = {rank: [path for kind, path in rows if kind == "wrote"] for rank, rows in records(runs["root"] / "records").items()}
     assert not [path for path in written.get("rank-1", []) if path.startswith(str(out))]
     ours = sorted(Path(path).relative_to(out).as_posix() for path in written["rank-0"] if path.startswith(str(out)))
     for name in ("eval_predictions.txt", "predict_predictions.txt", "eval_report.md", "eval_report.json",
@@ -211,29 +213,36 @@ def test_outputs_are_written_once_by_rank_0(runs):
     assert not list(out.glob(".*.tmp"))  # no temporary file left behind
 
 
-@pytest.mark.parametrize("prefix, source, n", [("eval", "dev.txt", N_EVAL), ("predict", "test.txt", None)])
-def test_predictions_have_one_line_per_input_word(runs, prefix, source, n):
-    expected = list(read_conll(DEMO_DATA / source))[:n]
-    for name in ("one", "two"):
-        sentences = prediction_sentences(runs[name] / "out" / f"{prefix}_predictions.txt")
-        assert [[row[0] for row in s] for s in sentences] == [s.words for s in expected], name
-        assert [[row[1] for row in s] for s in sentences] == [s.tags for s in expected], name
-        report = json.loads((runs[name] / "out" / f"{prefix}_report.json").read_text())
-        assert json.dumps(report)  # written whole
-    # Scored on exactly the input (the ranks' padding duplicates dropped): the same gold counts.
-    one, two = results(runs["one"]), results(runs["two"])
-    assert two[f"{prefix}_number"] == one[f"{prefix}_number"] > 0
-    assert two[f"{prefix}_samples"] == one[f"{prefix}_samples"] == len(expected)
+@pytest.mark.parametrize("prefix, source", [("eval", "dev.txt"), ("predict", "test.txt")])
+def test_predictions_have_one_line_per_input_word(runs, tagger, prefix, source):
+    expected = list(read_conll(tagger.data / source))
+    assert len(expected) % 2 == 1  # the ranks' shares differ: one is padded with a duplicate
+    sentences = prediction_sentences(runs["two"] / f"{prefix}_predictions.txt")
+    assert [[row[0] for row in s] for s in sentences] == [s.words for s in expected]
+    assert [[row[1] for row in s] for s in sentences] == [s.tags for s in expected]
+    assert json.loads((runs["two"] / f"{prefix}_report.json").read_text())  # written whole
+    assert results(runs["two"])[f"{prefix}_samples"] == len(expected)
 
 
-def test_word_level_scores_match_one_process(runs):
-    one, two = results(runs["one"]), results(runs["two"])
-    for key in ("eval_accuracy", "eval_f1", "eval_precision", "eval_recall",
-                "predict_accuracy", "predict_f1", "predict_precision", "predict_recall"):
-        assert two[key] == pytest.approx(one[key], abs=0.02), key
+@pytest.mark.parametrize("prefix", ["eval", "predict"])
+def test_two_process_predictions_equal_one_process_line_for_line(runs, prefix):
+    two = (runs["two"] / f"{prefix}_predictions.txt").read_text(encoding="utf-8").splitlines()
+    one = (runs["one"] / f"{prefix}_predictions.txt").read_text(encoding="utf-8").splitlines()
+    assert two == one  # word, gold and predicted tag on every line
+    rows = [line.split("\t") for line in two if line and not line.startswith("-DOCSTART-")]
+    gold = sum(row[1] != "O" for row in rows)
+    predicted = sum(row[2] != "O" for row in rows)
+    right = sum(row[2] == row[1] != "O" for row in rows)
+    # A model that tags: misplaced predictions could not go unnoticed.
+    assert predicted >= 0.9 * gold and right >= 0.9 * gold > 100
+    # Scores are computed from these predictions: the same in both runs, to the last digit.
+    for key in ("f1", "precision", "recall", "accuracy", "number"):
+        assert results(runs["two"])[f"{prefix}_{key}"] == results(runs["one"])[f"{prefix}_{key}"], key
 
 
-def test_losses_match_one_process(runs):
-    one, two = results(runs["one"]), results(runs["two"])
-    for key in ("train_loss", "eval_loss", "predict_loss"):
-        assert two[key] == pytest.approx(one[key], rel=0.05), key
+def test_two_process_model_still_tags(runs):
+    """12 small steps from the session tagger: the 2-process run's own model still finds the entities."""
+    two = results(runs["two"])
+    assert two["train_loss"] > 0
+    for key in ("eval_f1", "predict_f1"):
+        assert two[key] >= TAGGER_MIN_F1, (key, two[key])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -15,14 +16,11 @@ from run_ner import main
 FAKE_TOKEN = "hf_FAKEtokenFAKEtokenFAKEtoken1234"
 
 
-@pytest.fixture(scope="module")
-def pushed(tiny_bert, tmp_path_factory):
-    """One run with --push_to_hub and TensorBoard; the Hub client replaced at its boundary."""
+def run_and_push(argv: list[str]) -> tuple[dict, dict, list[logging.LogRecord]]:
+    """``main(argv)`` with the Hub client replaced at its boundary: results, what was uploaded, log records."""
     from huggingface_hub import HfApi
     from huggingface_hub.utils import filter_repo_objects
 
-    root = tmp_path_factory.mktemp("outputs")
-    out = root / "out"
     calls: dict = {}
 
     def create_repo(self, repo_id, **kwargs):
@@ -43,18 +41,68 @@ def pushed(tiny_bert, tmp_path_factory):
     handler.emit = records.append
     logging.getLogger().addHandler(handler)
     try:
-        results = main([
-            "--model_name_or_path", str(tiny_bert), "--train_file", str(DEMO_DATA / "train.txt"),
-            "--validation_file", str(DEMO_DATA / "dev.txt"), "--test_file", str(DEMO_DATA / "test.txt"),
-            "--output_dir", str(out), "--data_cache_dir", str(root / "cache"),
-            "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2", "--learning_rate", "1e-3",
-            "--logging_steps", "5", "--report_to", "tensorboard",
-            "--push_to_hub", "--hub_model_id", "someone/tiny-ner", "--hub_token", FAKE_TOKEN,
-        ])
+        results = main(argv)
     finally:
         logging.getLogger().removeHandler(handler)
         patch.undo()
+    return results, calls, records
+
+
+@pytest.fixture(scope="module")
+def pushed(tiny_bert, tmp_path_factory):
+    """One run with --push_to_hub and TensorBoard (and without --push_eval_text)."""
+    root = tmp_path_factory.mktemp("outputs")
+    out = root / "out"
+    results, calls, records = run_and_push([
+        "--model_name_or_path", str(tiny_bert), "--train_file", str(DEMO_DATA / "train.txt"),
+        "--validation_file", str(DEMO_DATA / "dev.txt"), "--test_file", str(DEMO_DATA / "test.txt"),
+        "--output_dir", str(out), "--data_cache_dir", str(root / "cache"),
+        "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2", "--learning_rate", "1e-3",
+        "--logging_steps", "5", "--report_to", "tensorboard",
+        "--push_to_hub", "--hub_model_id", "someone/tiny-ner", "--hub_token", FAKE_TOKEN,
+    ])
     return out, results, calls, records
+
+
+@pytest.fixture(scope="module")
+def pushed_with_eval_text(pushed, tmp_path_factory):
+    """The trained model of ``pushed`` evaluated again (no training) and pushed with --push_eval_text."""
+    trained, _, _, _ = pushed
+    root = tmp_path_factory.mktemp("predict-only")
+    out = root / "out"
+    results, calls, _ = run_and_push([
+        "--model_name_or_path", str(trained), "--validation_file", str(DEMO_DATA / "dev.txt"),
+        "--test_file", str(DEMO_DATA / "test.txt"), "--output_dir", str(out), "--data_cache_dir", str(root / "cache"),
+        "--do_eval", "--do_predict", "--report_to", "none",
+        "--push_to_hub", "--hub_model_id", "someone/tiny-ner-eval", "--push_eval_text",
+    ])
+    return out, results, calls
+
+
+def sentence_pieces(path: Path, count: int = 8, length: int = 4) -> list[list[str]]:
+    """``length``-word sequences from the first ``count`` sentences of a CoNLL file that the training file lacks."""
+    training_text = " ".join(line.split("\t")[0] for line in (DEMO_DATA / "train.txt").read_text().splitlines())
+    pieces = []
+    for block in path.read_text(encoding="utf-8").split("\n\n"):
+        words = [line.split("\t")[0] for line in block.splitlines() if line and not line.startswith("-DOCSTART-")]
+        for start in range(0, len(words) - length + 1, length):
+            piece = words[start : start + length]
+            if " ".join(piece) not in training_text:
+                pieces.append(piece)
+                break
+        if len(pieces) == count:
+            return pieces
+    raise AssertionError(f"fewer than {count} sentences of {path} to look for")
+
+
+def quoted(content: bytes, piece: list[str]) -> bool:
+    """True when ``content`` holds the words in a row: as text (reports) or one per line (predictions)."""
+    text = content.decode("utf-8", errors="replace")
+    one_per_line = "".join("^" + re.escape(word) + r"\t[^\n]*\n" for word in piece)
+    return " ".join(piece) in text or re.search(one_per_line, text, flags=re.MULTILINE) is not None
+
+
+EVAL_SENTENCES = {name: sentence_pieces(DEMO_DATA / name) for name in ("dev.txt", "test.txt")}
 
 
 def card_header(out: Path) -> dict:
@@ -63,27 +111,32 @@ def card_header(out: Path) -> dict:
     return yaml.safe_load(text.split("---\n")[1])
 
 
-def test_pipeline_gives_the_same_labels_as_our_prediction(pushed):
+@pytest.mark.usefixtures("one_torch_thread")
+def test_pipeline_gives_the_same_labels_as_our_prediction(tagger):
+    """pipeline() and our dev predictions agree word for word, on a model that finds the entities."""
     from transformers import pipeline
 
-    out, _, _, _ = pushed
-    tagger = pipeline("token-classification", model=str(out), aggregation_strategy="none", device="cpu")
-    blocks = (out / "eval_predictions.txt").read_text().split("\n\n")
+    classify = pipeline("token-classification", model=str(tagger.out), aggregation_strategy="none", device="cpu")
+    blocks = (tagger.out / "eval_predictions.txt").read_text().split("\n\n")
     sentences = [[line.split("\t") for line in block.splitlines()] for block in blocks if block and "-DOCSTART-" not in block]
-    compared = 0
-    for rows in sentences[:6]:
+    compared = entity_labels = split_entity_labels = 0
+    for rows in sentences:
         words = [row[0] for row in rows]
         # Our prediction reads each word's first sub-token; compare with the pipeline's tag for that piece.
         offsets, position = [], 0
         for word in words:
             offsets.append(position)
             position += len(word) + 1
-        tokens = tagger(" ".join(words), ignore_labels=[])
+        tokens = classify(" ".join(words), ignore_labels=[])
         first_piece = {token["start"]: token["entity"] for token in tokens if token["start"] in offsets}
         assert len(first_piece) == len(words)
-        assert [first_piece[offset] for offset in offsets] == [row[2] for row in rows]
+        assert [first_piece[offset] for offset in offsets] == [row[2] for row in rows], words
         compared += len(words)
-    assert compared > 50
+        entity_labels += sum(row[2] != "O" for row in rows)
+        split_entity_labels += sum(row[2] != "O" and len(classify.tokenizer.tokenize(row[0])) > 1 for row in rows)
+    # Entity labels, many on words of several pieces: reading another piece or decoding another way shows.
+    assert compared > 300
+    assert entity_labels > 100 and split_entity_labels > 20, (entity_labels, split_entity_labels)
 
 
 def test_model_card_header_and_tables_match_results(pushed):
@@ -117,7 +170,7 @@ def test_push_uploads_the_folder_without_checkpoints_or_tokens(pushed):
     assert calls["create_repo"][0] == "someone/tiny-ner" and calls["upload_repo"] == "someone/tiny-ner"
     uploaded = calls["uploaded"]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "all_results.json",
-                 "eval_predictions.txt", "predict_predictions.txt", "eval_report.md", "training_args.json"):
+                 "eval_report.md", "predict_report.json", "training_args.json"):
         assert name in uploaded, name
     assert not [p for p in uploaded if p.startswith("checkpoint-") or p.endswith("training_args.bin")]
     assert list(out.glob("checkpoint-*")), "the run did write checkpoints; they just are not uploaded"
@@ -141,3 +194,47 @@ def test_tensorboard_logs_loss_learning_rate_and_dev_f1_per_type(pushed):
         accumulator.Reload()
         tags.update(accumulator.Tags()["scalars"])
     assert {"train/loss", "train/learning_rate", "eval/f1", "eval/PER_f1", "eval/LOC_f1"} <= tags
+
+
+def test_evaluation_sentences_stay_off_the_hub_by_default(pushed):
+    out, _, calls, _ = pushed
+    assert not [p for p in calls["uploaded"] if p.endswith(("_predictions.txt", "_mistakes.md", "_mistakes.json"))]
+    for name, pieces in EVAL_SENTENCES.items():
+        # The files on disk quote them (so the check below can see a leak) ...
+        local = (out / "eval_predictions.txt" if name == "dev.txt" else out / "predict_predictions.txt").read_bytes()
+        assert all(quoted(local, piece) for piece in pieces), name
+        # ... and nothing uploaded does.
+        leaks = [
+            (path, " ".join(piece)) for path, content in calls["contents"].items() for piece in pieces
+            if quoted(content, piece)
+        ]
+        assert not leaks, leaks
+    report = json.loads(calls["contents"]["eval_report.json"])
+    assert "mistakes" not in report and report["per_type"] and report["sentences_with_errors"] > 0
+    assert json.loads((out / "eval_mistakes.json").read_text())["mistakes"]  # kept on disk, in its own file
+    card = calls["contents"]["README.md"].decode()
+    assert "so they stay off the Hub; `--push_eval_text` uploads them" in card
+
+
+def test_push_eval_text_uploads_predictions_and_reports(pushed_with_eval_text):
+    _, _, calls = pushed_with_eval_text
+    for name in ("eval_predictions.txt", "predict_predictions.txt", "eval_mistakes.md", "predict_mistakes.json"):
+        assert name in calls["uploaded"], name
+    contents = calls["contents"]
+    for name, prefix in (("dev.txt", "eval"), ("test.txt", "predict")):
+        assert all(quoted(contents[f"{prefix}_predictions.txt"], piece) for piece in EVAL_SENTENCES[name])
+    assert "they are uploaded with the model (`--push_eval_text`)" in contents["README.md"].decode()
+
+
+def test_model_card_names_each_split_for_its_use(pushed, pushed_with_eval_text):
+    trained, _, _, _ = pushed
+    text = (trained / "README.md").read_text()
+    assert "on `data/train.txt`; evaluated on `data/dev.txt` (validation) and `data/test.txt` (test)." in text
+    assert "## Training hyperparameters" in text
+
+    evaluated, _, _ = pushed_with_eval_text
+    text = (evaluated / "README.md").read_text()
+    assert "fine-tuned" not in text and "train.txt" not in text
+    assert "evaluated on `data/dev.txt` (validation) and `data/test.txt` (test). The model was not trained" in text
+    assert "datasets" not in card_header(evaluated)
+    assert "## Training hyperparameters" not in text and "learning_rate" not in text

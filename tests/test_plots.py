@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ner.plots import plot_confusion, plot_training_curves, plot_type_f1
+from ner.plots import curve_types, plot_confusion, plot_training_curves, plot_type_f1, type_f1_bars
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -17,6 +17,8 @@ METRICS = {
     "eval_LOC_f1": 0.6, "eval_LOC_precision": 0.7, "eval_LOC_recall": 0.5, "eval_LOC_number": 6,
     "eval_PER_f1": 0.8, "eval_PER_precision": 0.7, "eval_PER_recall": 0.9, "eval_PER_number": 7,
 }
+# What ner.metrics returns now: conlleval-compatible scores, and seqeval's strict ones beside them (overall only).
+STRICT = {"eval_precision_strict": 0.7, "eval_recall_strict": 0.6, "eval_f1_strict": 0.65}
 LOG_HISTORY = [
     {"loss": 2.1, "learning_rate": 5e-5, "step": 5, "epoch": 0.5},
     {"loss": 1.2, "learning_rate": 4e-5, "step": 10, "epoch": 1.0},
@@ -68,3 +70,12 @@ def test_an_existing_plot_is_replaced(tmp_path):
     path = tmp_path / "eval_confusion.png"
     path.write_bytes(b"old")
     assert_png(plot_confusion(CONFUSION, path))
+
+
+def test_strict_scores_are_not_taken_for_an_entity_type(tmp_path):
+    metrics = {**METRICS, **STRICT}
+    assert type_f1_bars(metrics, "eval") == [("LOC", 0.6, 6), ("PER", 0.8, 7)]
+    history = [dict(entry, **STRICT) if "eval_f1" in entry else entry for entry in LOG_HISTORY]
+    assert curve_types(history) == ["PER"]
+    assert_png(plot_type_f1(metrics, "eval", tmp_path / "eval_type_f1.png"))
+    assert_png(plot_training_curves(history, tmp_path / "training_curves.png"))

@@ -33,8 +33,9 @@ def confusion_of(gold, predicted, scheme="IOB2"):
             {("LOC", "ORG"): 1, ("spurious", "ORG"): 1},
             id="type+extra",
         ),
-        # Strict IOB2: an entity opened by I- is no entity, exactly as the F1 scores it.
-        pytest.param(["B-PER", "I-PER", "O"], ["I-PER", "I-PER", "O"], {("PER", "missed"): 1}, id="strict-iob2"),
+        # conlleval: an entity opened by I- is an entity, exactly as the F1 scores it.
+        pytest.param(["B-PER", "I-PER", "O"], ["I-PER", "I-PER", "O"], {("PER", "PER"): 1}, id="opened-by-i"),
+        pytest.param(["B-PER", "I-PER", "O"], ["O", "I-PER", "O"], {("PER", "missed"): 1, ("spurious", "PER"): 1}, id="i-after-o"),
     ],
 )
 def test_confusion_counts(gold, predicted, expected):
@@ -67,8 +68,9 @@ def test_confusion_table_is_complete_and_agrees_with_the_scores():
     "scheme, gold, predicted, expected",
     [
         ("IOBES", ["S-PER", "B-LOC", "E-LOC"], ["S-ORG", "B-LOC", "E-LOC"], {("PER", "ORG"): 1, ("LOC", "LOC"): 1}),
-        # An unclosed IOBES entity is not an entity under strict matching.
-        ("IOBES", ["B-LOC", "E-LOC", "O"], ["B-LOC", "I-LOC", "O"], {("LOC", "missed"): 1}),
+        # An unclosed IOBES entity still reads as one (conlleval), on the same span here.
+        ("IOBES", ["B-LOC", "E-LOC", "O"], ["B-LOC", "I-LOC", "O"], {("LOC", "LOC"): 1}),
+        ("IOBES", ["B-LOC", "E-LOC", "O"], ["B-LOC", "I-LOC", "I-LOC"], {("LOC", "missed"): 1, ("spurious", "LOC"): 1}),
         (
             "BILOU",
             ["U-PER", "B-LOC", "L-LOC"],
@@ -119,9 +121,10 @@ def test_write_split_report(tmp_path):
     metrics = {f"eval_{key}": value for key, value in entity_scores(gold, predicted, "IOB2").items()}
     metrics["eval_runtime"] = 0.5
 
-    markdown_path, json_path = write_split_report(tmp_path, "eval", words, gold, predicted, "IOB2", metrics)
+    paths = write_split_report(tmp_path, "eval", words, gold, predicted, "IOB2", metrics)
 
-    assert (markdown_path, json_path) == (tmp_path / "eval_report.md", tmp_path / "eval_report.json")
+    assert paths == [tmp_path / name for name in ("eval_report.md", "eval_report.json", "eval_mistakes.md", "eval_mistakes.json")]
+    markdown_path, json_path, mistakes_path, mistakes_json = paths
     markdown = markdown_path.read_text(encoding="utf-8")
     rows = table_rows(markdown, "## Scores by entity type")
     assert list(rows) == ["LOC", "ORG", "PER", "**overall (micro)**"]
@@ -136,17 +139,22 @@ def test_write_split_report(tmp_path):
     ]
     confusions = table_rows(markdown, "## Top confusions")
     assert confusions == {"LOC": ["missed", "2"], "PER": ["ORG", "1"], "spurious": ["LOC", "1"]}
-    assert "gold:      [PER Maria Lopez] visited [LOC Paris] ." in markdown
-    assert "predicted: [ORG Maria Lopez] visited Paris ." in markdown
-    assert "predicted: [ORG IBM] hired [PER John] in [LOC New] York" in markdown
-    assert "2 of 3 sentences have an entity error" in markdown
+    assert "2 of 3 sentences have an entity error; `eval_mistakes.md` shows" in markdown
+    # The report names entity types only; the mistakes file quotes the sentences.
+    assert not any(word in markdown + json_path.read_text() for word in ("Maria", "Paris", "IBM", "John", "York"))
+    mistakes = mistakes_path.read_text(encoding="utf-8")
+    assert "gold:      [PER Maria Lopez] visited [LOC Paris] ." in mistakes
+    assert "predicted: [ORG Maria Lopez] visited Paris ." in mistakes
+    assert "predicted: [ORG IBM] hired [PER John] in [LOC New] York" in mistakes
+    assert "2 of 3 sentences have an entity error" in mistakes
 
     report = json.loads(json_path.read_text(encoding="utf-8"))
     assert report["confusion"] == entity_confusion(gold, predicted, "IOB2")
     assert report["per_type"]["PER"] == {"precision": 1.0, "recall": 0.5, "f1": metrics["eval_PER_f1"], "support": 2}
     assert report["overall"]["f1"] == metrics["eval_f1"]
-    assert [m["index"] for m in report["mistakes"]] == [0, 1]
-    assert report["mistakes"][0]["predicted_entities"] == [{"type": "ORG", "start": 0, "end": 2, "text": "Maria Lopez"}]
+    mistakes = json.loads(mistakes_json.read_text(encoding="utf-8"))["mistakes"]
+    assert [m["index"] for m in mistakes] == [0, 1]
+    assert mistakes[0]["predicted_entities"] == [{"type": "ORG", "start": 0, "end": 2, "text": "Maria Lopez"}]
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -155,9 +163,10 @@ def test_report_shows_at_most_ten_mistakes_and_fences_backticks(tmp_path):
     gold = [["B-PER", "O"]] * 12
     predicted = [["O", "O"]] * 12
     metrics = {f"predict_{k}": v for k, v in entity_scores(gold, predicted, "IOB2").items()}
-    markdown_path, json_path = write_split_report(tmp_path, "predict", words, gold, predicted, "IOB2", metrics)
+    report_path, _, markdown_path, json_path = write_split_report(tmp_path, "predict", words, gold, predicted, "IOB2", metrics)
+    assert report_path.read_text(encoding="utf-8").startswith("# Entity report: test")
     markdown = markdown_path.read_text(encoding="utf-8")
-    assert markdown.startswith("# Entity report: test")
+    assert markdown.startswith("# Mistakes in context: test")
     assert len(json.loads(json_path.read_text())["mistakes"]) == 10
     assert len(re.findall(r"^````text$", markdown, flags=re.M)) == 10  # fence longer than the word's backticks
 

@@ -1,11 +1,13 @@
 """Kill and resume: a run killed with SIGKILL while writing a checkpoint, resumed with
 ``--resume_from_checkpoint last``, ends bitwise equal to an uninterrupted run with the same seed;
-and ``last`` never picks a half-written checkpoint (ner/training.py's ``resolve_checkpoint``).
+``last`` never picks a half-written checkpoint, nor one of an earlier run left in a folder reused with
+``--overwrite_output_dir`` (ner/checkpoints.py's ``resolve_checkpoint`` and run ids).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -18,7 +20,15 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import DEMO_DATA, REPO
-from ner.training import NerTrainingArguments, resolve_checkpoint
+from ner.checkpoints import (
+    RUN_ID_FILE,
+    RunStamp,
+    checkpoint_run_id,
+    read_run_id,
+    resolve_checkpoint,
+    start_run,
+)
+from ner.training import NerTrainingArguments
 
 # Runs run_ner.py as __main__ after making the Trainer stop, at one step, in the middle of writing its
 # checkpoint: the model weights are written, the optimizer, scheduler, RNG and trainer state are not yet.
@@ -200,7 +210,7 @@ def test_last_never_picks_a_half_written_checkpoint(tmp_path, caplog, newer_file
     complete = make_checkpoint(out, 4)
     make_checkpoint(out, 8, files=newer_files)
     make_checkpoint(out, 12, files=newer_files)
-    with caplog.at_level("WARNING", logger="ner.training"):
+    with caplog.at_level("WARNING", logger="ner.checkpoints"):
         assert resolve_checkpoint(arguments(out, "last")) == str(complete)
     assert f"Skipping checkpoint-12: incomplete, {reason}" in caplog.text
     assert f"Skipping checkpoint-8: incomplete, {reason}" in caplog.text
@@ -242,3 +252,109 @@ def test_deepspeed_and_fsdp_checkpoints_count_as_complete(tmp_path):
         folder = make_checkpoint(out, step, files=("state",))
         (folder / shard).mkdir()
     assert resolve_checkpoint(arguments(out, "last")) == str(out / "checkpoint-8")
+
+
+# --- run ids: `last` continues the folder's current run only ------------------------------------
+
+
+def stamp(folder: Path, run_id: str | None) -> Path:
+    """Write ``run_id`` into a checkpoint's trainer state as the Trainer does for ``RunStamp`` (None: no stamp)."""
+    state = json.loads((folder / "trainer_state.json").read_text())
+    if run_id is not None:
+        state["stateful_callbacks"] = {"RunStamp": RunStamp(run_id).state()}
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    return folder
+
+
+def test_last_skips_checkpoints_of_another_run_and_names_them(tmp_path, caplog):
+    out = tmp_path / "out"
+    for step in (4, 8):
+        stamp(make_checkpoint(out, step), "run-a")
+    current = stamp(make_checkpoint(out, 2), "run-b")
+    (out / RUN_ID_FILE).write_text("run-b\n")
+    with caplog.at_level("WARNING", logger="ner.checkpoints"):
+        assert resolve_checkpoint(arguments(out, "last")) == str(current)
+    for name in ("checkpoint-8", "checkpoint-4"):
+        assert f"Skipping {name}: written by another run (run-a), not by run run-b of run_id.txt" in caplog.text
+    assert "Resuming from checkpoint-2" in caplog.text
+    # Named explicitly, a checkpoint of another run is the user's choice.
+    assert resolve_checkpoint(arguments(out, str(out / "checkpoint-8"))) == str(out / "checkpoint-8")
+
+
+def test_unstamped_checkpoints_count_only_in_a_folder_without_run_id(tmp_path, caplog):
+    out = tmp_path / "out"
+    make_checkpoint(out, 8)  # an older version's checkpoint: no stamp
+    with caplog.at_level("WARNING", logger="ner.checkpoints"):
+        assert resolve_checkpoint(arguments(out, "last")) == str(out / "checkpoint-8")
+    assert "has no run_id.txt (an older version wrote it)" in caplog.text
+    # A run of this version started in the folder since: the unstamped checkpoint is of an earlier run.
+    (out / RUN_ID_FILE).write_text("run-b\n")
+    message = r"no complete checkpoint in .*\(checkpoint-8: written by an earlier run \(no run id.*--overwrite"
+    with pytest.raises(ValueError, match=message):
+        resolve_checkpoint(arguments(out, "last"))
+
+
+def test_start_run_records_a_new_id_or_keeps_the_resumed_one(tmp_path):
+    out = tmp_path / "out"
+    fresh = start_run(arguments(out, None), None)
+    assert read_run_id(out) == fresh.run_id and len(fresh.run_id) == 32
+    assert start_run(arguments(out, None), None).run_id != fresh.run_id  # each fresh start is a new run
+    checkpoint = stamp(make_checkpoint(out, 4), "run-a")
+    assert start_run(arguments(out, "last"), str(checkpoint)).run_id == "run-a"
+    assert read_run_id(out) == "run-a"
+    predict_only = NerTrainingArguments(output_dir=str(out), do_train=False, report_to="none")
+    start_run(predict_only, None)
+    assert read_run_id(out) == "run-a"  # only training runs write it
+    older = make_checkpoint(tmp_path / "old", 4)  # an older version's folder: no stamp, no run_id.txt
+    assert len(start_run(arguments(tmp_path / "old", "last"), str(older)).run_id) == 32
+    assert read_run_id(tmp_path / "old") is None
+
+
+def main_args(model: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--model_name_or_path", str(model), "--train_file", str(DEMO_DATA / "train.txt"), "--output_dir", str(out),
+        "--data_cache_dir", str(out.parent / "cache"), "--do_train", "--max_train_samples", "16",
+        "--per_device_train_batch_size", "4", "--save_strategy", "steps", "--eval_strategy", "no",
+        "--logging_steps", "1", "--report_to", "none", "--dataloader_num_workers", "0", *extra,
+    ]
+
+
+def test_last_resumes_the_run_that_overwrote_the_folder_not_the_earlier_one(tiny_bert, tmp_path, caplog):
+    from run_ner import main
+
+    out = tmp_path / "out"
+    main(main_args(tiny_bert, out, "--max_steps", "8", "--save_steps", "4"))  # run A: checkpoint-4, checkpoint-8
+    run_a = read_run_id(out)
+    main(main_args(tiny_bert, out, "--max_steps", "2", "--save_steps", "2", "--overwrite_output_dir"))  # run B
+    run_b = read_run_id(out)
+    assert run_b != run_a
+    assert {name: checkpoint_run_id(out / name) for name in ("checkpoint-2", "checkpoint-4", "checkpoint-8")} == {
+        "checkpoint-2": run_b, "checkpoint-4": run_a, "checkpoint-8": run_a,
+    }
+    with caplog.at_level(logging.INFO):
+        main(main_args(tiny_bert, out, "--max_steps", "4", "--save_steps", "2", "--resume_from_checkpoint", "last"))
+    assert f"Skipping checkpoint-8: written by another run ({run_a})" in caplog.text
+    assert f"Skipping checkpoint-4: written by another run ({run_a})" in caplog.text
+    assert "Resuming from checkpoint-2" in caplog.text
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 4  # from A's checkpoint-8 it would stay at step 8
+    assert sorted(entry["step"] for entry in state["log_history"] if "loss" in entry) == [1, 2, 3, 4]
+    assert read_run_id(out) == run_b and checkpoint_run_id(out / "checkpoint-4") == run_b  # rewritten by run B
+
+
+def test_a_checkpoint_of_an_older_version_resumes_and_gets_stamped(tiny_bert, tmp_path):
+    from run_ner import main
+
+    out = tmp_path / "out"
+    main(main_args(tiny_bert, out, "--max_steps", "2", "--save_steps", "2"))
+    state_file = out / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["RunStamp"]  # as an older version wrote it
+    state_file.write_text(json.dumps(state))
+    (out / RUN_ID_FILE).unlink()
+    main(main_args(tiny_bert, out, "--max_steps", "4", "--save_steps", "2", "--resume_from_checkpoint", "last"))
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
+    assert checkpoint_run_id(out / "checkpoint-4") is not None  # stamped from now on
+    # Still a folder of the older version (no run_id.txt), so `last` continues this run, as before.
+    assert read_run_id(out) is None
+    assert resolve_checkpoint(arguments(out, "last")) == str(out / "checkpoint-4")

@@ -95,19 +95,27 @@ def test_output_folder_reloads_in_stock_and_own_classes(trained):
     assert stock.config.id2label[0] == "O"
 
 
-def test_predict_only_with_trained_folder_reproduces_scores(trained, tmp_path):
-    out, results = trained
+@pytest.mark.usefixtures("one_torch_thread")
+def test_predict_only_with_trained_folder_reproduces_scores(tagger, tmp_path):
+    """The saved folder alone gives the training run's dev and test predictions, word for word, and its scores."""
     again = main(
         [
-            "--model_name_or_path", str(out),
-            "--validation_file", str(DEMO_DATA / "dev.txt"),
+            "--model_name_or_path", str(tagger.out),
+            "--validation_file", str(tagger.data / "dev.txt"),
+            "--test_file", str(tagger.data / "test.txt"),
             "--output_dir", str(tmp_path / "again"),
             "--data_cache_dir", str(tmp_path / "cache"),
-            "--do_eval",
+            "--per_device_eval_batch_size", "16",
+            "--do_eval", "--do_predict",
+            "--report_to", "none",
         ]
     )
-    assert again["eval_f1"] == pytest.approx(results["eval_f1"])
-    assert again["eval_accuracy"] == pytest.approx(results["eval_accuracy"])
+    for name in ("eval_predictions.txt", "predict_predictions.txt"):
+        assert (tmp_path / "again" / name).read_text() == (tagger.out / name).read_text(), name
+    for key in ("f1", "precision", "recall", "accuracy", "number"):
+        for prefix in ("eval", "predict"):
+            assert again[f"{prefix}_{key}"] == tagger.results[f"{prefix}_{key}"], f"{prefix}_{key}"
+    assert again["eval_f1"] >= 0.9 and again["predict_f1"] >= 0.9  # a model that tags, so that the files could differ
 
 
 def test_resume_from_last_checkpoint(tiny_bert, tmp_path):

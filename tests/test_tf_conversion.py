@@ -103,21 +103,128 @@ def test_rule_table_names_exactly_what_bert_for_pretraining_saves(tmp_path):
     assert len({rule.tf_name for rule in RULES}) == len(RULES) == len({rule.hf_name for rule in RULES})
 
 
-def test_finetuned_checkpoint_needs_allow_missing_and_keeps_its_classifier(tmp_path):
-    folder = FIXTURES / "finetuned_ner"
+GENE_LABELS = ["B-Gene", "I-Gene", "O", "B-Species", "I-Species"]  # one per output of finetuned_ner's classifier
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def checkpoint_tensors(prefix: Path) -> dict[str, np.ndarray]:
+    with TFCheckpoint(prefix) as checkpoint:
+        return {name: np.array(checkpoint.read(name)) for name in checkpoint.entries}  # writable copies
+
+
+def test_finetuned_checkpoint_converts_without_flags_into_a_token_classifier(tmp_path, capsys):
+    folder = release("finetuned_ner", tmp_path)
+    labels = write_lines(tmp_path / "labels.txt", GENE_LABELS)
+    assert main([str(folder), "--label_list", str(labels)]) == 0  # no --allow_missing
+    assert "a token classifier over B-Gene I-Gene O B-Species I-Species" in capsys.readouterr().out
+    out = tmp_path / "finetuned_ner-pytorch"
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["BertForTokenClassification"]
+    assert config["id2label"] == {str(i): label for i, label in enumerate(GENE_LABELS)}
+    assert config["label2id"] == {label: i for i, label in enumerate(GENE_LABELS)}
+    readme = (out / "README.md").read_text()
+    assert "A token classifier (5 labels: B-Gene I-Gene O B-Species I-Species)" in readme
+    assert "not in the checkpoint (a fine-tuned model does not use them): cls.predictions.transform" in readme
+
+    model = BertForTokenClassification.from_pretrained(out)
+    assert model.config.num_labels == NUM_NER_LABELS and model.config.id2label[3] == "B-Species"
+    tf = checkpoint_tensors(folder / "model.ckpt-1200")
+    weight, bias = torch.from_numpy(tf["output_weights"]), torch.from_numpy(tf["output_bias"])
+    assert torch.equal(model.classifier.weight, weight) and torch.equal(model.classifier.bias, bias)  # [labels, hidden]
+    result = outputs(model)
+    assert torch.allclose(result.logits, result.hidden_states[-1] @ weight.T + bias, atol=1e-6)
+    assert torch.allclose(result.logits, torch.from_numpy(EXPECTED["ner_logits"]), atol=1e-5)  # TensorFlow's own
+
+
+def test_finetuned_checkpoint_without_label_list_gets_numbered_labels(tmp_path):
+    summary = convert(FIXTURES / "finetuned_ner", tmp_path / "out")
+    assert summary.labels == [f"LABEL_{i}" for i in range(NUM_NER_LABELS)] and len(summary.missing) == 7
+    assert dict(summary.skipped) == {"LAMB(_1) slots (NVIDIA)": 82, "beta1_power/beta2_power": 2, "global_step": 1}
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["architectures"] == ["BertForTokenClassification"] and len(config["id2label"]) == NUM_NER_LABELS
+    result = outputs(BertForTokenClassification.from_pretrained(tmp_path / "out"))
+    assert torch.allclose(result.logits, torch.from_numpy(EXPECTED["ner_logits"]), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "folder, labels, error, message",
+    [
+        ("finetuned_ner", ["O", "B-Gene", "I-Gene"], DataFileError,
+         r"labels.txt: 3 labels, but the checkpoint's classifier \(output_weights\) has 5 outputs; list one label per "
+         r"output"),
+        ("finetuned_ner", ["O", "B-Gene", "O"], DataFileError, r"labels.txt:3: label 'O' repeats line 1"),
+        ("uncased_L-2_H-8_A-2", ["O"], ValueError,
+         r"bert_model.ckpt has no fine-tuned classifier .* leave out --label_list"),
+    ],
+    ids=["wrong-count", "repeated", "no-classifier"],
+)
+def test_label_list_that_does_not_fit_is_refused(tmp_path, folder, labels, error, message):
+    labels_file = write_lines(tmp_path / "labels.txt", labels)
+    with pytest.raises(error, match=message):
+        convert(FIXTURES / folder, tmp_path / "out", label_list=labels_file)
+    assert not (tmp_path / "out").exists()
+
+
+def test_encoder_only_checkpoint_still_needs_allow_missing(tmp_path):
+    """No cls/ heads and no classifier: the gaps may be a mistake, so they are listed unless allowed."""
+    tensors = checkpoint_tensors(FIXTURES / "finetuned_ner" / "model.ckpt-1200")
+    folder = release("finetuned_ner", tmp_path)
+    encoder_only = sorted((name, value) for name, value in tensors.items() if not name.startswith("output_"))
+    load_bench().write_checkpoint(folder / "model.ckpt-1200", encoder_only)
     message = r"(?s)7 weights of BertForPreTraining are not in the checkpoint:\n  cls/predictions/transform/dense/kernel"
-    with pytest.raises(ValueError, match=message + ".*no pre-training heads .*--allow_missing") as caught:
+    with pytest.raises(ValueError, match=message + r".*no fine-tuned classifier .*--allow_missing") as caught:
         convert(folder, tmp_path / "out")
     assert "Nothing was written" in str(caught.value) and not (tmp_path / "out").exists()
-    summary = convert(folder, tmp_path / "out", allow_missing=True)
-    assert dict(summary.skipped) == {"LAMB(_1) slots (NVIDIA)": 82, "beta1_power/beta2_power": 2, "global_step": 1}
-    assert len(summary.missing) == 7 and "cls.predictions.bias" in (tmp_path / "out" / "README.md").read_text()
-    config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["architectures"] == ["BertModel"] and len(config["id2label"]) == NUM_NER_LABELS
-    model = BertForTokenClassification.from_pretrained(tmp_path / "out")
-    result = outputs(model)
-    assert torch.allclose(result.logits, torch.from_numpy(EXPECTED["ner_logits"]), atol=1e-5)
-    assert torch.allclose(result.hidden_states[-1], torch.from_numpy(EXPECTED["hidden_states"][-1]), atol=1e-5)
+    assert convert(folder, tmp_path / "out", allow_missing=True).labels is None
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["BertModel"]
+
+
+def write_disease_checkpoint(folder: Path) -> Path:
+    """finetuned_ner with a 3-output classifier (B-Disease, I-Disease, O), written with the numpy writer."""
+    tensors = checkpoint_tensors(FIXTURES / "finetuned_ner" / "model.ckpt-1200")
+    tensors["output_weights"] = tensors["output_weights"][:3] * 4  # sharper logits: predictions differ by word
+    tensors["output_bias"] = tensors["output_bias"][:3]
+    folder.mkdir()
+    for name in ("bert_config.json", "vocab.txt"):
+        shutil.copy(FIXTURES / "finetuned_ner" / name, folder / name)
+    load_bench().write_checkpoint(folder / "model.ckpt-1200", sorted(tensors.items()))
+    return folder
+
+
+def test_run_ner_predicts_with_a_converted_classifier(tmp_path):
+    from run_ner import main as run_ner
+
+    converted = tmp_path / "disease-hf"
+    labels = write_lines(tmp_path / "labels.txt", ["B-Disease", "I-Disease", "O"])
+    assert main([str(write_disease_checkpoint(tmp_path / "disease")), "--label_list", str(labels),
+                 "--output_dir", str(converted)]) == 0
+    sentences = [["The", "BRCA", "gene", "of", "X", "Y"], ["BRCA", "A", "The", "gene", "Q"], ["of", "Z", "The", "gene"]]
+    gold = [["O", "B-Disease", "I-Disease", "O", "O", "O"], ["B-Disease", "O", "O", "O", "O"], ["O"] * 4]
+    test_file = write_lines(tmp_path / "test.txt", [
+        line for words, tags in zip(sentences, gold) for line in [*(f"{w}\t{t}" for w, t in zip(words, tags)), ""]
+    ])
+    run_ner(["--model_name_or_path", str(converted), "--test_file", str(test_file), "--do_predict",
+             "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "model-cache"),
+             "--data_cache_dir", str(tmp_path / "data-cache")])
+
+    # The same prediction by hand: the converted classifier over each word's first sub-token.
+    model = BertForTokenClassification.from_pretrained(converted).eval()
+    tokenizer = AutoTokenizer.from_pretrained(converted)
+    expected = []
+    for words in sentences:
+        encoded = tokenizer(words, is_split_into_words=True, return_tensors="pt")
+        with torch.no_grad():
+            best = model(**encoded).logits[0].argmax(-1).tolist()
+        first = {word: position for position, word in reversed(list(enumerate(encoded.word_ids()))) if word is not None}
+        expected.append([model.config.id2label[best[first[i]]] for i in range(len(words))])
+    assert len({tag for tags in expected for tag in tags}) > 1  # a check that could tell a new random head apart
+    blocks = (tmp_path / "out" / "predict_predictions.txt").read_text().strip().split("\n\n")
+    predicted = [[line.split("\t")[2] for line in block.splitlines()] for block in blocks]
+    assert predicted == expected
 
 
 @pytest.mark.parametrize(
@@ -163,6 +270,8 @@ def test_cli_explicit_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"
     ]
+    (tmp_path / "plain").mkdir()
+    assert (tmp_path / "out").stat().st_mode == (tmp_path / "plain").stat().st_mode  # the umask's, as mkdir makes
     with pytest.raises(ValueError, match="Missing --bert_config, --vocab"):
         main(["--tf_checkpoint", str(folder / "bert_model.ckpt"), "--output_dir", str(tmp_path / "other")])
 
@@ -290,13 +399,16 @@ def test_existing_output_folder_is_kept_unless_overwriting(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
 
 
-def test_convert_for_loading_writes_the_encoder_of_a_finetuned_checkpoint(tmp_path):
+def test_convert_for_loading_keeps_the_classifier_of_a_finetuned_checkpoint(tmp_path):
     folder = FIXTURES / "finetuned_ner"
     convert_for_loading(folder / "model.ckpt-1200", folder / "bert_config.json", folder / "vocab.txt", tmp_path)
     with safe_open(tmp_path / "model.safetensors", "np") as weights:
         names = set(weights.keys())
-    assert "bert.encoder.layer.1.output.dense.weight" in names
-    assert not any(name.startswith(("classifier", "cls")) for name in names)
+        classifier = weights.get_tensor("classifier.weight")
+    assert "bert.encoder.layer.1.output.dense.weight" in names and not any(name.startswith("cls.") for name in names)
+    assert np.array_equal(classifier, checkpoint_tensors(folder / "model.ckpt-1200")["output_weights"])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["BertForTokenClassification"] and len(config["id2label"]) == NUM_NER_LABELS
     assert json.loads((tmp_path / "tokenizer_config.json").read_text())["do_lower_case"] is False
     with pytest.raises(ValueError, match="No bert_config.json beside .*--config_name"):
         convert_for_loading(folder / "model.ckpt-1200", None, None, tmp_path / "other")
@@ -310,3 +422,31 @@ def test_run_ner_loading_stages_a_tf_release(tmp_path):
     model = BertForPreTraining.from_pretrained(source.model)
     hidden_states = torch.stack(outputs(model).hidden_states)
     assert torch.allclose(hidden_states, torch.from_numpy(EXPECTED["hidden_states"]), atol=1e-5)
+
+
+def test_run_ner_loading_stages_a_finetuned_tf_checkpoint_with_its_classifier(tmp_path):
+    from ner.loading import prepare_model_source
+
+    source = prepare_model_source(str(release("finetuned_ner", tmp_path)), cache_dir=tmp_path / "cache")
+    model = BertForTokenClassification.from_pretrained(source.model)
+    assert model.config.architectures == ["BertForTokenClassification"]
+    assert torch.allclose(outputs(model).logits, torch.from_numpy(EXPECTED["ner_logits"]), atol=1e-5)
+
+
+def test_run_ner_trains_other_labels_from_a_finetuned_tf_checkpoint(tmp_path):
+    """The staged classifier has 5 unnamed outputs (LABEL_i); data with 9 labels needs --new_classifier."""
+    from conftest import DEMO_DATA
+    from run_ner import main as run_ner
+
+    args = [
+        "--model_name_or_path", str(release("finetuned_ner", tmp_path)), "--train_file", str(DEMO_DATA / "dev.txt"),
+        "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "model-cache"),
+        "--data_cache_dir", str(tmp_path / "data-cache"), "--do_train", "--max_steps", "1", "--save_strategy", "no",
+        "--max_seq_length", "16",
+    ]
+    with pytest.raises(ValueError, match="5 unnamed outputs .* the data has 9 labels.*--new_classifier"):
+        run_ner(args)
+    results = run_ner(args + ["--new_classifier"])
+    assert results["train_loss"] > 0
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert "B-PER" in config["label2id"] and len(config["id2label"]) == 9
