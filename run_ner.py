@@ -247,7 +247,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             tokenizer_name=model_args.tokenizer_name,
             cache_dir=model_args.cache_dir,
         )
-    tokenizer = load_tokenizer(source.tokenizer, do_lower_case=model_args.do_lower_case, **hub_kwargs)
+    tokenizer = load_tokenizer(
+        source.tokenizer,
+        do_lower_case=model_args.do_lower_case,
+        user_name=model_args.tokenizer_name or source.user_name,
+        **hub_kwargs,
+    )
     require_fast_tokenizer(tokenizer, source.tokenizer)
     model = load_model(
         source.model,

@@ -37,10 +37,6 @@ TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")  # sta
 TF_SUFFIXES = (".index", ".meta")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
-# Staged folder -> the --model_name_or_path it came from: the casing guard judges names by what the user
-# gave, not by the cache's hash (run_ner passes the staged path to load_tokenizer).
-_STAGED_FROM: dict[str, str] = {}
-
 
 @dataclass
 class ModelSource:
@@ -166,7 +162,6 @@ def prepare_model_source(
             logger.info("Prepared %s as a Hugging Face folder in %s", model_name_or_path, target)
         else:
             logger.info("Using %s, prepared earlier from %s", target, model_name_or_path)
-    _STAGED_FROM[str(target)] = model_name_or_path
     return ModelSource(str(target), tokenizer_name or str(target), None, staged=True, user_name=model_name_or_path)
 
 
@@ -449,12 +444,12 @@ def load_tokenizer(
 
     Several cased models on the Hub ship without a tokenizer_config.json, so ``AutoTokenizer``
     lowercases their input and most capitalised words map to [UNK] or to the wrong pieces.
-    ``user_name`` is the name the user gave, which the "name says cased" rule and the messages use;
-    by default ``name_or_path``, or for a folder ``prepare_model_source`` staged, what it was staged from.
+    ``user_name`` is the name the user gave (``ModelSource.user_name`` for a staged folder, whose own name
+    is a hash), which the "name says cased" rule and the messages use; by default ``name_or_path``.
     """
     from transformers import AutoTokenizer
 
-    shown = user_name or _STAGED_FROM.get(str(name_or_path)) or str(name_or_path)
+    shown = user_name or str(name_or_path)
 
     if str(name_or_path).endswith(".model") and os.path.isfile(name_or_path):
         tokenizer = sentencepiece_tokenizer(name_or_path)

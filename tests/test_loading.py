@@ -231,12 +231,16 @@ def test_casing_guard_judges_the_name_the_user_gave_not_the_staged_folder(tiny_b
     (release / "tokenizer_config.json").write_text(json.dumps(settings))
     source = prepare_model_source(str(release), cache_dir=tmp_path / "model-cache")
     assert source.staged and "cased" not in Path(source.tokenizer).name
+    assert source.user_name == str(release)
     with caplog.at_level(logging.WARNING, logger="ner"):
-        tokenizer = load_tokenizer(source.tokenizer)  # as run_ner.py calls it: the staged path only
+        tokenizer = load_tokenizer(source.tokenizer, user_name=source.user_name)
     assert "my_bert_cased: the tokenizer lowercases" in caplog.text and "the name says cased" in caplog.text
     assert tokenizer.tokenize("Maria") == ["Maria"]
     assert load_tokenizer(source.tokenizer, user_name="my_bert").tokenize("Maria")[0] == "m"  # no rule, < 1%: kept
-    assert source.user_name == str(release)  # for callers that pass it as user_name=
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ner"):
+        train_briefly(release, tmp_path)  # run_ner hands the name the user gave to the guard
+    assert "my_bert_cased: the tokenizer lowercases" in caplog.text
     staged_settings = json.loads((Path(source.tokenizer) / "tokenizer_config.json").read_text())
     assert staged_settings["do_lower_case"] is True  # the folder's tokenizer settings are staged with its vocabulary
 
