@@ -1,8 +1,8 @@
 """The offline MiniLM (a real pretrained BERT) fine-tuned on a slice of CoNLL-2003, on the CPU.
 
-Measured here (2 cores): dev F1 0.319 (strict; 0.329 scored leniently), test F1 0.293 after these 63
-steps. The stock recipe (AutoModelForTokenClassification + Trainer, same data, seed and settings) gave
-0.383 lenient dev F1 with the same train/eval loss (0.76 vs 0.78 / 0.45 vs 0.46): this early in training
+Measured here (2 cores): dev F1 0.329, test F1 0.311 (conlleval-compatible; strict 0.318 / 0.294) after
+these 63 steps. The stock recipe (AutoModelForTokenClassification + Trainer, same data, seed and settings)
+gave 0.383 dev F1 (conlleval-compatible) with the same train/eval loss (0.76 vs 0.78 / 0.45 vs 0.46): this early in training
 the score still swings with the classifier's random start. A model that learnt nothing scores 0.
 """
 
