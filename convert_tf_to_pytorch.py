@@ -175,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as error:  # DataFileError included: bad input is told plainly, without a traceback
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    from ner.errors import run_cli
+
+    sys.exit(run_cli(main))  # bad input: one `error: ...` line (--debug or NER_DEBUG=1: the traceback)

@@ -88,20 +88,43 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    train_file: str | None = field(default=None, metadata={"help": "Training data: a CoNLL file (word ... tag per line)."})
-    validation_file: str | None = field(default=None, metadata={"help": "Validation (dev) data, CoNLL."})
-    test_file: str | None = field(default=None, metadata={"help": "Test data, CoNLL, for --do_predict."})
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training data, its format from the extension: .json/.jsonl (token rows {\"tokens\", \"ner_tags\"}, "
+            "or span annotations {\"text\", \"spans\"/\"entities\"/\"label\"}), .csv (token rows), else CoNLL "
+            "(word ... tag per line)."
+        },
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Validation (dev) data, as --train_file."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data, as --train_file, for --do_predict."})
     dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset instead of files (e.g. a CoNLL-2003 copy)."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
-    text_column_name: str | None = field(default=None, metadata={"help": "Hub dataset column of word lists (default: tokens)."})
-    label_column_name: str | None = field(default=None, metadata={"help": "Hub dataset column of tag lists (default: ner_tags)."})
+    text_column_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column of word lists, in a Hub dataset or a JSON/CSV file (default: tokens, else words); in a "
+            "span file, the field of the text (default: text)."
+        },
+    )
+    label_column_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column of tag lists, in a Hub dataset or a JSON/CSV file (default: ner_tags, else tags); in a "
+            "span file, the field of the spans (default: spans, else entities, else label)."
+        },
+    )
     word_column: int = field(default=0, metadata={"help": "CoNLL column of the word (0-based)."})
     label_column: int = field(default=-1, metadata={"help": "CoNLL column of the tag (0-based; negative counts from the end)."})
     delimiter: str | None = field(
         default=None, metadata={"help": "CoNLL column separator (default: tab if the file has tabs, else any whitespace)."}
     )
     label_list: str | None = field(
-        default=None, metadata={"help": "File with one label per line, in model order (default: built from all given splits)."}
+        default=None,
+        metadata={
+            "help": "File with one label per line, in model order (default: built from all given splits); it also names "
+            "the integer tags of JSON/CSV files (the first line names tag 0)."
+        },
     )
     max_seq_length: int | None = field(
         default=None,
@@ -180,15 +203,23 @@ def read_data(data_args: DataArguments, model_args: ModelArguments):
             token=model_args.token,
         )
         return raw, {split: f"{data_args.dataset_name}[{split}]" for split in raw}
-    from ner.conll import load_conll
+    from ner.data_files import load_data_files
+    from ner.formats import file_format
+    from ner.schemes import read_label_file
 
     files = {split: getattr(data_args, attribute) for split, attribute in SPLITS.items() if getattr(data_args, attribute)}
-    raw = load_conll(
+    # The label list names integer tags, and is checked here so that a tag outside it is named at its own record.
+    needs_labels = data_args.label_list and any(file_format(path) != "conll" for path in files.values())
+    raw = load_data_files(
         files,
         cache_dir=data_args.data_cache_dir,
         word_column=data_args.word_column,
         label_column=data_args.label_column,
         delimiter=data_args.delimiter,
+        text_column=data_args.text_column_name,
+        label_column_name=data_args.label_column_name,
+        label_names=read_label_file(data_args.label_list) if needs_labels else None,
+        label_source=data_args.label_list,
     )
     return raw, files
 
@@ -372,4 +403,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    from ner.errors import run_cli
+
+    sys.exit(run_cli(main))  # bad input: one `error: path:line: ...` line (--debug or NER_DEBUG=1: the traceback)

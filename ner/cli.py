@@ -32,6 +32,7 @@ from ner.errors import DataFileError
 logger = logging.getLogger(__name__)
 
 FORMATS = ("conll", "jsonl", "text")
+OUTPUT_FORMATS = ("conll", "jsonl", "spans")  # spans: JSON lines annotation tools load (ner/spans.py)
 EXTENSIONS = {
     ".jsonl": "jsonl", ".json": "jsonl",
     ".conll": "conll", ".conll03": "conll", ".conllu": "conll", ".iob": "conll", ".bio": "conll", ".tsv": "conll",
@@ -54,6 +55,7 @@ class Record:
     document: int | None = None  # records with the same number in a row are one document; None: no document
     doc_start: bool = False  # the first record of a document (a chunk may end before it)
     document_id: Any = None  # the JSON record's own document_id, echoed in the output
+    fields: dict[str, Any] | None = None  # the JSON record itself, kept in --output_format spans
 
 
 # --- the input format ---------------------------------------------------------------------------
@@ -244,7 +246,7 @@ def _jsonl_records(path: str) -> Iterator[Record]:
             document += 1
         previous = key
         yield Record(id=record.get("id", number), words=words, text=text, offsets=offsets,
-                     document=document if key is not None else None, doc_start=starts, document_id=key)
+                     document=document if key is not None else None, doc_start=starts, document_id=key, fields=record)
 
 
 def read_records(path: str, input_format: str, *, text_per_file: bool = False) -> Iterator[Record]:
@@ -262,8 +264,10 @@ def read_records(path: str, input_format: str, *, text_per_file: bool = False) -
 
 
 def write_records(out: TextIO, records: list[Record], tagged: list, predictor: Any, output_format: str) -> None:
-    """CoNLL: ``word[<TAB>gold]<TAB>predicted`` lines; JSON lines: id, text, words, tags and entity spans."""
+    """CoNLL: ``word[<TAB>gold]<TAB>predicted`` lines; JSON lines: id, text, words, tags and entity spans;
+    spans: the input record's own fields, ``text`` and the entities as ``spans`` and ``label`` (`ner.spans.span_output`)."""
     from ner.inference import entity_dicts
+    from ner.spans import span_output
 
     for record, result in zip(records, tagged):
         if output_format == "conll":
@@ -275,6 +279,11 @@ def write_records(out: TextIO, records: list[Record], tagged: list, predictor: A
             continue
         # Offsets index the raw text when there is one, else the words joined by single spaces.
         entities = predictor.entities(result, record.text, record.offsets)
+        if output_format == "spans":
+            text = record.text if record.text is not None else " ".join(result.words)
+            row = span_output(record.fields or {"id": record.id}, text, entity_dicts(entities))
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            continue
         row: dict[str, Any] = {"id": record.id}
         if record.document_id is not None:
             row[DOCUMENT_FIELD] = record.document_id
@@ -298,23 +307,17 @@ def predict_file(
     """Tag ``input_path`` into ``output``, a chunk at a time; returns the number of inputs tagged."""
     from tqdm.auto import tqdm
 
-    from ner.inference import chunks
+    from ner.sharded import input_chunks, tag_chunk
 
     input_format = detect_format(input_path, input_format, text_per_file=text_per_file)
     output_format = output_format or ("conll" if input_format == "conll" else "jsonl")
     records = read_records(input_path, input_format, text_per_file=text_per_file)
     with_context = predictor.model.config.context_size > 0
-    # With document context a chunk ends only before a document's first record, so context is complete.
-    boundary = (lambda record: record.doc_start or record.document is None) if with_context else (lambda record: True)
     done = 0
     with tqdm(desc=f"Tagging {Path(input_path).name}", unit=" inputs", disable=not progress) as bar:
-        for chunk in chunks(records, chunk_size, boundary=boundary):
-            documents = None
-            if with_context:
-                # A record outside any document gets an id of its own (negative, unlike the documents').
-                documents = [r.document if r.document is not None else -1 - i for i, r in enumerate(chunk)]
-            tagged = predictor.tag([r.words for r in chunk], documents=documents)
-            write_records(output, chunk, tagged, predictor, output_format)
+        # The same chunks, tagged and written the same way, as each process of `accelerate launch` (ner/sharded.py).
+        for chunk in input_chunks(records, chunk_size, with_context=with_context):
+            tag_chunk(predictor, chunk, output, output_format)
             done += len(chunk)
             bar.update(len(chunk))
     return done
@@ -331,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--output", default="-", help="output file (default: standard output)")
     predict.add_argument("--input_format", choices=FORMATS, help="default: from the extension (.conll/.tsv/..., .jsonl/.json), "
                          "else from the first lines (CoNLL token lines or -DOCSTART-, JSON objects, or text)")
-    predict.add_argument("--output_format", choices=("conll", "jsonl"), help="default: conll for conll input, else jsonl")
+    predict.add_argument("--output_format", choices=OUTPUT_FORMATS, help="default: conll for conll input, else jsonl; "
+                         "spans: JSON lines of {..., \"text\", \"spans\": [{\"start\", \"end\", \"label\"}], \"label\": "
+                         "[[start, end, label]]} that doccano, Prodigy and run_ner.py read (the input record's other fields kept)")
+    predict.add_argument("--debug", action="store_true", help="show the Python traceback of an error (or set NER_DEBUG=1)")
     predict.add_argument("--text_per_file", action="store_true", help="raw text: the whole file is one input (default: "
                          "each line is one, and a blank line ends a document for a model with document context)")
     predict.add_argument("--batch_size", type=int, default=64)
@@ -352,21 +358,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ner.files import atomic_writer
     from ner.inference import NerPredictor
+    from ner.sharded import predict_to_file, process_state
 
     if not os.path.isfile(args.input):
         raise FileNotFoundError(f"--input {args.input}: no such file")
     # Decided before the model loads, so a file the command cannot read fails fast.
     input_format = detect_format(args.input, args.input_format, text_per_file=args.text_per_file)
-    predictor = NerPredictor(args.model, device=args.device, batch_size=args.batch_size,
+    # Under `accelerate launch` each process tags its share of the chunks on its own device.
+    state, device = process_state(args.device, args.output)
+    predictor = NerPredictor(args.model, device=device, batch_size=args.batch_size,
                              max_seq_length=args.max_seq_length, stride=args.stride, dtype=args.dtype)
     options = dict(input_format=input_format, output_format=args.output_format, chunk_size=args.chunk_size,
                    text_per_file=args.text_per_file)
     if args.output == "-":
         count = predict_file(predictor, args.input, sys.stdout, **options)
     else:
-        with atomic_writer(args.output) as out:
-            count = predict_file(predictor, args.input, out, **options)
+        count = predict_to_file(predictor, args.input, args.output, state=state, model_dir=args.model,
+                                progress=state.is_main_process, **options)
     logger.info("Tagged %d inputs of %s into %s", count, args.input, args.output)
     return 0

@@ -76,10 +76,11 @@ def recorded_read_conll(path, **kwargs):
     note("parsed", os.path.abspath(path))
     return read_conll(path, **kwargs)
 ner.conll.read_conll = recorded_read_conll
-runpy.run_path(sys.argv[0], run_name="__main__")
-
-import torch.distributed as dist
-note("backend", dist.get_backend() if dist.is_initialized() else "none")
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")  # ends with sys.exit(status)
+finally:
+    import torch.distributed as dist
+    note("backend", dist.get_backend() if dist.is_initialized() else "none")
 """
 
 
