@@ -7,6 +7,7 @@ else is one shared loop over (prefix, type) pairs.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -207,16 +208,30 @@ def prepare_tags(raw, files: dict[str, str], label_list_file: str | None = None)
             for tags, line in zip(split_tags, raw[split]["line"]):
                 for offset, tag in enumerate(tags):
                     if tag not in known:
+                        where, word = tag_location(files[split], line, offset)
                         raise DataFileError(
                             files[split],
-                            line + offset,
-                            f"label {tag!r} is not in the label list {label_list_file}; add it there, "
+                            where,
+                            f"label {tag!r}{word} is not in the label list {label_list_file}; add it there, "
                             "or leave out --label_list to build the list from the data.",
                         )
     else:
         label_list = build_label_list((tags for split_tags in tags_by_split.values() for tags in split_tags), scheme)
     logger.info("Scheme %s, %d labels: %s", scheme, len(label_list), " ".join(label_list))
     return raw, label_list, scheme
+
+
+def tag_location(path: str, line: int, offset: int) -> tuple[int, str]:
+    """Where the ``offset``-th tag of a sentence read at ``line`` is: ``(line, note for the message)``.
+
+    A CoNLL file has a word per line, so the tag's own line; JSON/CSV files and Hub datasets hold a
+    sentence per record (row), so the record's line and the word's number in it.
+    """
+    from ner.formats import file_format
+
+    if os.path.isfile(path) and file_format(path) == "conll":
+        return line + offset, ""
+    return line, f" (word {offset + 1})"
 
 
 def check_predictable(raw, files: dict[str, str], label_list: Sequence[str], model_name: str) -> None:
@@ -234,17 +249,18 @@ def check_predictable(raw, files: dict[str, str], label_list: Sequence[str], mod
             for offset, tag in enumerate(tags):
                 if tag in known:
                     continue
+                where, word = tag_location(files[split], line, offset)
                 if split == "train":
                     raise DataFileError(
                         files[split],
-                        line + offset,
-                        f"tag {tag!r} is not one of the labels {model_name} was fine-tuned for ({' '.join(label_list)}). "
+                        where,
+                        f"tag {tag!r}{word} is not one of the labels {model_name} was fine-tuned for ({' '.join(label_list)}). "
                         "Pass --new_classifier to train a new classifier for the data's labels (the trained one is "
                         "discarded), or start from the base encoder.",
                     )
                 entity_type = split_tag(tag)[1] or tag
                 unknown[entity_type] = unknown.get(entity_type, 0) + 1
-                first_line = line + offset if first_line is None else first_line
+                first_line = where if first_line is None else first_line
         if unknown:
             logger.warning(
                 "%s: %s tags the model %s cannot predict (its labels: %s); they are scored as misses (first at line %d).",

@@ -131,13 +131,17 @@ def test_scores_are_those_of_the_entities_the_predictor_returns(tagger, tmp_path
     assert results["predict_f1"] == pytest.approx(2 * precision * recall / (precision + recall))
 
 
-def test_strict_scores_are_kept_beside_and_differ_when_entities_open_with_i(linear, tmp_path):
+def test_strict_scores_are_kept_beside_the_conlleval_ones(linear, tmp_path):
+    from ner.metrics import entity_scores
+
     results = predict_only(linear, DEMO_DATA / "test.txt", tmp_path / "out")
     predicted = predicted_column(tmp_path / "out" / "predict_predictions.txt")
+    gold = [s.tags for s in read_conll(DEMO_DATA / "test.txt")]
     opened_by_i = sum(t.startswith("I-") and (i == 0 or s[i - 1][2:] != t[2:]) for s in predicted for i, t in enumerate(s))
-    assert opened_by_i > 10
-    assert results["predict_f1_strict"] != pytest.approx(results["predict_f1"])
-    assert {"predict_precision_strict", "predict_recall_strict"} <= results.keys()
+    assert opened_by_i > 10  # the two readings of these predictions are not the same entities
+    expected = entity_scores(gold, predicted, "IOB2")  # hand-counted in tests/test_metrics.py
+    for name in ("f1", "precision", "recall", "f1_strict", "precision_strict", "recall_strict"):
+        assert results[f"predict_{name}"] == pytest.approx(expected[name]), name
 
 
 # --- 3. one decoding, at word level, with --label_all_tokens -------------------------------------------
@@ -280,3 +284,15 @@ def test_model_card_gives_the_decoding_that_was_scored(tmp_path, head, pipeline_
     if not pipeline_usage:
         assert "would give other tags" in usage
     assert ("import ner" in usage) is (head.get("head_layers") == 2)
+
+
+def test_an_unpredictable_tag_in_a_json_file_is_named_at_its_record(linear, tmp_path):
+    import json
+
+    rows = [{"tokens": ["Maria", "went"], "ner_tags": ["B-PER", "O"]},
+            {"tokens": ["to", "the", "zoo"], "ner_tags": ["O", "O", "B-ANIMAL"]}]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"train\.jsonl:2: tag 'B-ANIMAL' \(word 3\) is not one of the labels"):
+        main(["--model_name_or_path", str(linear), "--train_file", str(train), "--output_dir", str(tmp_path / "out"),
+              "--data_cache_dir", str(tmp_path / "cache"), "--do_train", "--max_steps", "1"])
