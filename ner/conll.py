@@ -409,17 +409,11 @@ class ConllBuilder(datasets.GeneratorBasedBuilder):
             }
 
 
-def load_conll(
-    data_files: dict[str, str],
-    *,
-    cache_dir: str | None = None,
-    word_column: int = 0,
-    label_column: int = -1,
-    delimiter: str | None = None,
-) -> datasets.DatasetDict:
-    """Read one CoNLL file per split (e.g. {"train": ..., "validation": ..., "test": ...}).
+def load_splits(builder_class: type[datasets.GeneratorBasedBuilder], data_files: dict[str, str], *, cache_dir: str | None = None, **config) -> datasets.DatasetDict:
+    """Run ``builder_class`` (``ConllBuilder`` or a subclass) over one file per split, keeping its Arrow cache.
 
-    The Arrow cache under `cache_dir` is reused while the files and the options are unchanged.
+    ``config`` are the builder's options. A reader's `DataFileError` comes out as itself (``path:line``),
+    not inside datasets' generic wrapper.
     """
     if not data_files:
         raise ValueError("data_files is empty: give one file per split, e.g. {'train': 'train.txt'}")
@@ -429,17 +423,10 @@ def load_conll(
             raise FileNotFoundError(f"{split} file not found: {path}")
         # datasets treats data_files as glob patterns; a `[` in a file name must stay literal.
         patterns[split] = glob.escape(os.path.abspath(path))
-    builder = ConllBuilder(
-        cache_dir=cache_dir,
-        data_files=patterns,
-        word_column=word_column,
-        label_column=label_column,
-        delimiter=delimiter,
-    )
+    builder = builder_class(cache_dir=cache_dir, data_files=patterns, **config)
     try:
         builder.download_and_prepare()
     except DatasetGenerationError as e:
-        # Show the reader's path:line message, not datasets' generic wrapper.
         if isinstance(e.__cause__, DataFileError):
             raise e.__cause__ from None
         raise
@@ -453,6 +440,23 @@ def load_conll(
             split, data_files[split], dataset.num_rows, tokens, documents,
         )
     return splits
+
+
+def load_conll(
+    data_files: dict[str, str],
+    *,
+    cache_dir: str | None = None,
+    word_column: int = 0,
+    label_column: int = -1,
+    delimiter: str | None = None,
+) -> datasets.DatasetDict:
+    """Read one CoNLL file per split (e.g. {"train": ..., "validation": ..., "test": ...}).
+
+    The Arrow cache under `cache_dir` is reused while the files and the options are unchanged.
+    """
+    return load_splits(
+        ConllBuilder, data_files, cache_dir=cache_dir, word_column=word_column, label_column=label_column, delimiter=delimiter
+    )
 
 
 def write_conll(path: str | os.PathLike, sentences: Iterable[Sentence], *, delimiter: str = "\t") -> None:

@@ -8,25 +8,16 @@ unchanged.
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import pyarrow.compute as pc
 from datasets.builder import Key
-from datasets.exceptions import DatasetGenerationError
 
 from ner import formats
-from ner.conll import ConllBuilder, ConllConfig, load_conll
-from ner.errors import DataFileError
-
-logger = logging.getLogger(__name__)
-
+from ner.conll import ConllBuilder, ConllConfig, load_conll, load_splits
 
 def _source_hash() -> str:
     # Part of the cache path: a change to any reader never serves stale Arrow files.
@@ -87,20 +78,14 @@ def load_data_files(
     ``word_column``/``label_column``/``delimiter`` are for CoNLL files; ``text_column``,
     ``label_column_name``, ``label_names`` and ``label_source`` for JSON and CSV (`ner.formats.read_rows`).
     """
-    if not data_files:
-        raise ValueError("data_files is empty: give one file per split, e.g. {'train': 'train.json'}")
-    if all(formats.file_format(path) == "conll" for path in data_files.values()):
+    if data_files and all(formats.file_format(path) == "conll" for path in data_files.values()):
         return load_conll(
             data_files, cache_dir=cache_dir, word_column=word_column, label_column=label_column, delimiter=delimiter
         )
-    patterns = {}
-    for split, path in data_files.items():
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{split} file not found: {path}")
-        patterns[split] = glob.escape(os.path.abspath(path))  # datasets reads data_files as glob patterns
-    builder = DataFilesBuilder(
+    return load_splits(
+        DataFilesBuilder,
+        data_files,
         cache_dir=cache_dir,
-        data_files=patterns,
         word_column=word_column,
         label_column=label_column,
         delimiter=delimiter,
@@ -109,15 +94,3 @@ def load_data_files(
         label_names=tuple(label_names) if label_names is not None else None,
         label_source=label_source,
     )
-    try:
-        builder.download_and_prepare()
-    except DatasetGenerationError as e:
-        if isinstance(e.__cause__, DataFileError):  # the reader's path:line message, not datasets' wrapper
-            raise e.__cause__ from None
-        raise
-    splits = builder.as_dataset()
-    for split, dataset in splits.items():
-        table = dataset.data.table
-        words = pc.sum(pc.list_value_length(table.column("words"))).as_py() or 0
-        logger.info("%s: %s: %d sentences, %d words", split, data_files[split], dataset.num_rows, words)
-    return splits

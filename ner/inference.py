@@ -12,7 +12,6 @@ length and batched, run in bf16/fp16 on a GPU, and decoded by the model (argmax,
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,12 +20,10 @@ import torch
 
 from ner.alignment import encode_sentences, require_fast_tokenizer
 from ner.schemes import entities
+from ner.spans import WORD  # the one word rule for raw text, training spans and prediction alike
 
 logger = logging.getLogger(__name__)
 
-# Words for raw text: runs of letters/digits, and every other non-space character on its own, which
-# is how BERT's own pre-tokenizer splits (so "Porto." is "Porto" + ".").
-WORD = re.compile(r"\w+|\S")
 
 
 @dataclass

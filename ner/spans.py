@@ -22,7 +22,9 @@ from typing import Any, NamedTuple
 from ner.errors import DataFileError
 from ner.schemes import entities
 
-# The same rule as ner.inference.WORD (tested equal); repeated here so that reading data needs no torch.
+# Words of raw text: runs of letters/digits, and every other non-space character on its own, which is how
+# BERT's own pre-tokenizer splits ("Porto." is "Porto" + "."). Prediction (ner.inference) splits raw text
+# with this same pattern.
 WORD = re.compile(r"\w+|\S")
 
 

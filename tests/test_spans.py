@@ -20,7 +20,7 @@ def parse(value, text: str = TEXT) -> list[Span]:
 def test_the_word_rule_is_prediction_s():
     from ner.inference import WORD as PREDICTION_WORD
 
-    assert WORD.pattern == PREDICTION_WORD.pattern
+    assert PREDICTION_WORD is WORD
 
 
 @pytest.mark.parametrize(
