@@ -154,24 +154,14 @@ def detect_format(path: str, input_format: str | None = None, *, text_per_file: 
 # --- reading --------------------------------------------------------------------------------------
 
 
-def _not_utf8(path: str, line: int, data: bytes, error: UnicodeDecodeError, offset: int) -> DataFileError:
-    return DataFileError(
-        path, line, f"the file is not UTF-8: byte 0x{data[error.start]:02x} at byte offset {offset} of the line cannot "
-        f"be decoded; re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path} > fixed.txt`",
-    )
-
-
 def _lines(path: str) -> Iterator[tuple[int, str]]:
     """(line number, text) of a UTF-8 file; lines end in LF, CRLF or CR, as Python's universal newlines."""
+    from ner.records import decode_utf8
+
     number = 0
     with open(path, "rb") as stream:
         for raw in stream:
-            if number == 0:
-                raw = raw.removeprefix(_BOM)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise _not_utf8(path, number + 1, raw, error, error.start) from None
+            text = decode_utf8(path, number + 1, raw.removeprefix(_BOM) if number == 0 else raw)
             for piece in text.removesuffix("\n").removesuffix("\r").split("\r"):
                 number += 1
                 yield number, piece
@@ -192,12 +182,9 @@ def _text_records(path: str, text_per_file: bool) -> Iterator[Record]:
     from ner.inference import split_words
 
     if text_per_file:
-        data = Path(path).read_bytes().removeprefix(_BOM)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            line_start = data.rfind(b"\n", 0, error.start) + 1
-            raise _not_utf8(path, data.count(b"\n", 0, error.start) + 1, data, error, error.start - line_start) from None
+        from ner.records import decode_utf8
+
+        text = decode_utf8(path, 1, Path(path).read_bytes().removeprefix(_BOM))
         words, offsets = split_words(text)
         yield Record(id=path, words=words, text=text, offsets=offsets, document=0)
         return

@@ -21,7 +21,7 @@ from ner.errors import DataFileError
 _BOM = b"\xef\xbb\xbf"
 
 
-def _decode(path: str, first_line: int, data: bytes) -> str:
+def decode_utf8(path: str, first_line: int, data: bytes) -> str:
     """``data`` (one line, or the whole file from ``first_line`` 1) as UTF-8, or an error at the line of the bad byte."""
     try:
         return data.decode("utf-8")
@@ -38,7 +38,7 @@ def _raw_lines(path: str) -> Iterator[tuple[int, str]]:
     """(line number, text with its line ending) of a UTF-8 file; a byte order mark opening it is dropped."""
     with open(path, "rb") as stream:
         for number, raw in enumerate(stream, start=1):
-            yield number, _decode(path, number, raw.removeprefix(_BOM) if number == 1 else raw)
+            yield number, decode_utf8(path, number, raw.removeprefix(_BOM) if number == 1 else raw)
 
 
 def _json_error(path: str, error: json.JSONDecodeError) -> DataFileError:
@@ -134,7 +134,7 @@ def json_records(path: str) -> Iterator[tuple[int, Any]]:
         if one_document:
             lines.close()
             data = Path(path).read_bytes().removeprefix(_BOM)
-            yield from _whole_json_records(path, _decode(path, 1, data))
+            yield from _whole_json_records(path, decode_utf8(path, 1, data))
             return
         yield number, first
         break
