@@ -1,5 +1,6 @@
 # make demo   installs, then fine-tunes the offline MiniLM on the shipped sample (or DATA=folder) and predicts
 # make test   installs, then runs the test suite (what CI runs)
+# make test-fast  the quick loop: the suite less its slow and integration tests, no install
 PYTHON ?= python3
 DATA ?= demo/data
 OUT ?= demo/out
@@ -7,7 +8,7 @@ EPOCHS ?= 15
 LR ?= 1e-4
 ARGS ?=
 
-.PHONY: install demo test
+.PHONY: install demo test test-fast
 
 install:
 	$(PYTHON) -m pip install -q -r requirements.txt
@@ -24,3 +25,6 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q tests
+
+test-fast:
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q -m "not slow and not integration" tests

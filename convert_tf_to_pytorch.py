@@ -10,20 +10,20 @@
 The output folder (config.json, model.safetensors, tokenizer files, README.md) loads with
 ``from_pretrained`` and ``run_ner.py --model_name_or_path``. A fine-tuned checkpoint (BioBERT's run_ner,
 Google's run_classifier) becomes a ``BertForTokenClassification`` folder with its classifier. The work is
-done in ``ner.tf_conversion``.
+done in ``ner.tf_conversion``; a release folder's files are found by ``ner.staging.find_release_files``,
+as ``run_ner.py`` finds them.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from ner.staging import find_release_files
 from ner.tf_checkpoint import TFCheckpoint
 from ner.tf_conversion import convert_tf_checkpoint
 
@@ -70,39 +70,6 @@ class ConversionArguments:
     skip_checksums: bool = field(default=False, metadata={"help": "Do not verify CRC32C checksums (not recommended)."})
 
 
-def find_checkpoint(folder: str | os.PathLike) -> Path:
-    """The prefix of the one checkpoint in ``folder`` (the newest, if TF's ``checkpoint`` file names it)."""
-    folder = Path(folder)
-    indexes = sorted(folder.glob("*.index"))
-    state = folder / "checkpoint"  # TF's pointer to the newest checkpoint of a training run
-    if len(indexes) > 1 and state.is_file():
-        text = state.read_text(encoding="utf-8", errors="replace")
-        match = re.search(r'^model_checkpoint_path:\s*"(.+)"', text, re.MULTILINE)
-        newest = Path(f"{folder / Path(match.group(1)).name}.index") if match else None
-        indexes = [path for path in indexes if path == newest] or indexes
-    if not indexes:
-        found = ", ".join(sorted(path.name for path in folder.iterdir())) or "nothing"
-        raise ValueError(f"{folder}: no TensorFlow checkpoint (PREFIX.index with PREFIX.data-*) in it; found: {found}.")
-    if len(indexes) > 1:
-        raise ValueError(
-            f"{folder} holds several checkpoints ({', '.join(path.name for path in indexes)}); pass the one to convert "
-            "with --tf_checkpoint FOLDER/PREFIX (e.g. model.ckpt-1000000)."
-        )
-    return Path(str(indexes[0]).removesuffix(".index"))
-
-
-def find_release_files(folder: str | os.PathLike) -> tuple[Path, Path, Path]:
-    """(checkpoint prefix, bert_config.json, vocab.txt) of a release folder such as BioBERT's."""
-    prefix, folder = find_checkpoint(folder), Path(folder)
-    found = ", ".join(sorted(path.name for path in folder.iterdir()))
-    config = next((folder / name for name in ("bert_config.json", "config.json") if (folder / name).is_file()), None)
-    if config is None:
-        raise ValueError(f"{folder}: no bert_config.json in it (found: {found}); pass it with --bert_config PATH.")
-    if not (folder / "vocab.txt").is_file():
-        raise ValueError(f"{folder}: no vocab.txt in it (found: {found}); pass it with --vocab PATH.")
-    return prefix, config, folder / "vocab.txt"
-
-
 def parse_arguments(argv: list[str] | None) -> tuple[ConversionArguments, str | None]:
     parser = HfArgumentParser(ConversionArguments)
     parser.add_argument("folder", nargs="?", help="A release folder: the checkpoint, bert_config.json and vocab.txt.")
@@ -111,25 +78,43 @@ def parse_arguments(argv: list[str] | None) -> tuple[ConversionArguments, str | 
 
 
 def resolve_files(args: ConversionArguments, folder: str | None) -> tuple[str, str | None, str | None, str | None]:
-    """(checkpoint prefix, config, vocab, output folder) from the folder argument and the flags."""
+    """(checkpoint prefix, config, vocab, output folder) from the flags, and from the folder for what they leave out.
+
+    The folder's files are found as ``run_ner.py`` finds them (``ner.staging.find_release_files``); where it
+    holds several checkpoints, TF's ``checkpoint`` file picks the newest.
+    """
     if folder is None and args.tf_checkpoint is None:
         raise ValueError(
             "Give a release folder, or --tf_checkpoint PREFIX --bert_config FILE --vocab FILE --output_dir DIR."
         )
     if folder is not None and not Path(folder).is_dir():
         raise ValueError(f"{folder}: no such folder. Give a release folder, or the prefix with --tf_checkpoint.")
-    if folder is not None and args.list_variables and args.tf_checkpoint is None:
-        return str(find_checkpoint(folder)), None, None, None
-    found: tuple = (None, None, None)
-    if folder is not None and None in (args.tf_checkpoint, args.bert_config, args.vocab):
-        found = tuple(str(path) for path in find_release_files(folder))
-    prefix, config, vocab = args.tf_checkpoint or found[0], args.bert_config or found[1], args.vocab or found[2]
+    release = find_release_files(Path(folder)) if folder is not None else None
+    prefix, config, vocab = args.tf_checkpoint, args.bert_config, args.vocab
+    if release is not None and prefix is None:
+        prefix = release.tf_prefix("--tf_checkpoint")
+        if prefix is None:
+            raise ValueError(
+                f"{folder}: no TensorFlow checkpoint (PREFIX.index with PREFIX.data-*) in it; found: {release.found}."
+            )
+    if args.list_variables:
+        return str(prefix), None, None, None
+    if release is not None and config is None:
+        if release.config is None:
+            raise ValueError(
+                f"{folder}: no bert_config.json in it (found: {release.found}); pass it with --bert_config PATH."
+            )
+        config = release.config
+    if release is not None and vocab is None:
+        if release.vocab is None:
+            raise ValueError(f"{folder}: no vocab.txt in it (found: {release.found}); pass it with --vocab PATH.")
+        vocab = release.vocab
     output = args.output_dir or (f"{str(Path(folder)).rstrip('/')}-pytorch" if folder is not None else None)
     flags = {"--bert_config": config, "--vocab": vocab, "--output_dir": output}
     absent = [flag for flag, value in flags.items() if value is None]
-    if absent and not args.list_variables:
+    if absent:
         raise ValueError(f"Missing {', '.join(absent)} (or give the release folder instead of the separate files).")
-    return prefix, config, vocab, output
+    return str(prefix), str(config), str(vocab), output
 
 
 def list_variables(prefix: str, *, verify_checksums: bool) -> None:

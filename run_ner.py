@@ -20,12 +20,16 @@ import datasets
 import transformers
 from transformers import HfArgumentParser, set_seed
 
-from ner.alignment import require_fast_tokenizer, tokenize_splits
+from ner.alignment import require_fast_tokenizer, resolve_max_seq_length, tokenize_splits
 from ner.checkpoints import resolve_checkpoint, start_run
-from ner.loading import check_vocabulary, load_tokenizer, prepare_model_source
+from ner.configuration import given_head_settings, head_argument, head_hyperparameters
+from ner.model_card import CardData
 from ner.modeling import load_model
 from ner.publishing import finish_output_dir, write_split_outputs
+from ner.results import SCORED_SPLITS, SPLITS, Results, SplitScores
 from ner.schemes import check_predictable, prepare_tags
+from ner.staging import prepare_model_source
+from ner.tokenizer import check_vocabulary, load_tokenizer
 from ner.training import NerTrainingArguments, WordLevelMetrics, build_trainer, evaluate_split
 
 logger = logging.getLogger("run_ner")
@@ -56,26 +60,14 @@ class ModelArguments:
     token: str | None = field(
         default=None, metadata={"help": "Hub token for private models/datasets (default: the one `hf auth login` stored)."}
     )
-    head_layers: int | None = field(
-        default=None,
-        metadata={"help": "Classifier head depth: 1 = one linear layer (stock-compatible; the default); 2+ = MLP."},
-    )
-    head_hidden_size: int | None = field(default=None, metadata={"help": "Width of the MLP head's hidden layers (default: encoder width)."})
-    head_activation: str | None = field(default=None, metadata={"help": "MLP head activation: gelu (default), relu or tanh."})
-    classifier_dropout: float | None = field(
-        default=None, metadata={"help": "Dropout before (and inside) the head (default: the encoder's hidden dropout)."}
-    )
-    use_crf: bool = field(
-        default=False,
-        metadata={"help": "Add a CRF layer: trained with its log-likelihood, decoded with Viterbi (kept when reloading)."},
-    )
-    decoding: str | None = field(
-        default=None,
-        metadata={
-            "help": "Without a CRF: 'argmax' per token (default), or 'constrained' (only valid tag transitions, "
-            "e.g. no I-X after O). Settings left out come from a fine-tuned model's own config."
-        },
-    )
+    # Head settings: help and defaults are declared on ner.configuration.NerBertConfig; None (False for a switch)
+    # is "not given", so that a fine-tuned model keeps its own.
+    head_layers: int | None = head_argument("head_layers")
+    head_hidden_size: int | None = head_argument("head_hidden_size")
+    head_activation: str | None = head_argument("head_activation")
+    classifier_dropout: float | None = head_argument("classifier_dropout")
+    use_crf: bool = head_argument("use_crf", default=False)
+    decoding: str | None = head_argument("decoding")
     new_classifier: bool = field(
         default=False,
         metadata={
@@ -147,19 +139,15 @@ class DataArguments:
         default=None,
         metadata={"help": "Sub-tokens shared by neighbouring windows of a sentence longer than max_seq_length (default: a quarter of it)."},
     )
-    context_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Sub-tokens of neighbouring sentences of the same -DOCSTART- document shown on each side of a sentence "
-            "(not labelled; 0 = off, the default; a fine-tuned model keeps its own)."
-        },
-    )
+    context_size: int | None = head_argument("context_size")
     data_cache_dir: str | None = field(
         default=None, metadata={"help": "Arrow cache of parsed CoNLL files (default: the datasets cache)."}
     )
 
 
-SPLITS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+def split_files(data_args: DataArguments) -> dict[str, str]:
+    """The file given for each split (--train_file, --validation_file, --test_file), by split name."""
+    return {split.name: path for split in SPLITS if (path := getattr(data_args, f"{split.name}_file"))}
 
 
 def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArguments, NerTrainingArguments]:
@@ -173,12 +161,12 @@ def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArgumen
 
 
 def check_arguments(data_args: DataArguments, training_args: NerTrainingArguments) -> None:
-    files = [getattr(data_args, attribute) for attribute in SPLITS.values()]
-    if data_args.dataset_name and any(files):
+    files = split_files(data_args)
+    if data_args.dataset_name and files:
         raise ValueError("Give --dataset_name or --train_file/--validation_file/--test_file, not both.")
-    if not data_args.dataset_name and not any(files):
+    if not data_args.dataset_name and not files:
         raise ValueError("No data: give --train_file/--validation_file/--test_file (CoNLL files) or --dataset_name.")
-    for path in files:
+    for path in files.values():
         if path and not os.path.isfile(path):
             raise ValueError(f"No such file: {path}")
     if not (training_args.do_train or training_args.do_eval_requested or training_args.do_predict):
@@ -207,7 +195,7 @@ def read_data(data_args: DataArguments, model_args: ModelArguments):
     from ner.formats import file_format
     from ner.schemes import read_label_file
 
-    files = {split: getattr(data_args, attribute) for split, attribute in SPLITS.items() if getattr(data_args, attribute)}
+    files = split_files(data_args)
     # The label list names integer tags, and is checked here so that a tag outside it is named at its own record.
     needs_labels = data_args.label_list and any(file_format(path) != "conll" for path in files.values())
     raw = load_data_files(
@@ -226,8 +214,9 @@ def read_data(data_args: DataArguments, model_args: ModelArguments):
 
 def select_splits(raw, data_args: DataArguments, training_args: NerTrainingArguments):
     """Keep the splits the run uses, cut to --max_*_samples; evaluation is off without validation data."""
-    wanted = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
+    # --do_train/--do_eval/--do_predict and --max_{train,eval,predict}_samples: named by each split's prefix.
+    wanted = {split.name: getattr(training_args, f"do_{split.prefix}") for split in SPLITS}
+    limits = {split.name: getattr(data_args, f"max_{split.prefix}_samples") for split in SPLITS}
     for split in list(raw):
         if not wanted.get(split, False):
             del raw[split]
@@ -288,15 +277,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = load_model(
         source.model,
         label_list,
+        head=given_head_settings(model_args, data_args),
         config_name=source.config,
-        head_layers=model_args.head_layers,
-        head_hidden_size=model_args.head_hidden_size,
-        head_activation=model_args.head_activation,
-        classifier_dropout=model_args.classifier_dropout,
-        use_crf=True if model_args.use_crf else None,  # None: as the saved model was
-        decoding=model_args.decoding,
         tag_scheme=scheme,
-        context_size=data_args.context_size,
         new_classifier=model_args.new_classifier,
         **hub_kwargs,
     )
@@ -310,10 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "--label_all_tokens does not go with a CRF: the CRF scores one tag path per sentence, read at each "
             "word's first sub-token. Leave out --label_all_tokens (or --use_crf)."
         )
-    model_limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-    max_seq_length = data_args.max_seq_length or min(model_limit, 512)
-    if max_seq_length > model_limit:
-        raise ValueError(f"--max_seq_length {max_seq_length} is over the model's limit of {model_limit} positions.")
+    max_seq_length = resolve_max_seq_length(data_args.max_seq_length, tokenizer, model.config)
 
     with training_args.main_process_first(desc="tokenising"):
         tokenized = tokenize_splits(
@@ -355,49 +335,50 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_state()
         results.update(metrics)
 
-    for split, prefix, do in (("validation", "eval", training_args.do_eval), ("test", "predict", training_args.do_predict)):
-        if not do:
+    scored: list[SplitScores] = []
+    for split in SCORED_SPLITS:
+        if not getattr(training_args, f"do_{split.prefix}"):  # --do_eval, --do_predict
             continue
-        metrics, predicted = evaluate_split(trainer, tokenized[split], metrics_for(split), prefix)
-        metrics[f"{prefix}_samples"] = len(tokenized[split])
-        trainer.log_metrics(prefix, metrics)
-        trainer.save_metrics(prefix, metrics)
+        metrics, predicted = evaluate_split(trainer, tokenized[split.name], metrics_for(split.name), split.prefix)
+        metrics[split.key("samples")] = len(tokenized[split.name])
+        trainer.log_metrics(split.prefix, metrics)
+        trainer.save_metrics(split.prefix, metrics)
         results.update(metrics)
+        scored.append(SplitScores.from_metrics(metrics, split))
         if trainer.is_world_process_zero():
             plots += write_split_outputs(
                 training_args.output_dir,
-                prefix,
-                words=raw[split]["words"],
-                gold=raw[split]["tags"],
+                scored[-1],
+                words=raw[split.name]["words"],
+                gold=raw[split.name]["tags"],
                 predicted=predicted,
-                doc_start=raw[split]["doc_start"],
+                doc_start=raw[split.name]["doc_start"],
                 scheme=scheme,
-                metrics=metrics,
             )
     if trainer.is_world_process_zero():
-        finish_output_dir(
-            training_args.output_dir,
-            training_args=training_args,
-            log_history=trainer.state.log_history,
+        card = CardData(
             base_model=model_args.model_name_or_path,
-            data_files={split: data_args.dataset_name or files[split] for split in raw},
-            trained=training_args.do_train,
             label_list=label_list,
             scheme=scheme,
-            results=results,
-            plots=plots,
-            extra_hyperparameters={
+            trained=training_args.do_train,
+            data_files={split: data_args.dataset_name or files[split] for split in raw},
+            hyperparameters={
                 "max_seq_length": max_seq_length,
                 "label_all_tokens": data_args.label_all_tokens,
-                "head_layers": model.config.head_layers,
-                "use_crf": model.config.use_crf,
-                "decoding": model.config.decoding,
-                "context_size": model.config.context_size,
+                **head_hyperparameters(model.config),
             },
+        )
+        finish_output_dir(
+            training_args.output_dir,
+            card,
+            Results(tuple(scored)),
+            training_args=training_args,
+            log_history=trainer.state.log_history,
+            plots=plots,
             push=push,
             hub_token=hub_token,
         )
-        scores = ", ".join(f"{name} F1 {results[f'{prefix}_f1']:.4f}" for name, prefix in (("dev", "eval"), ("test", "predict")) if f"{prefix}_f1" in results)
+        scores = ", ".join(f"{one.split.short} F1 {one.overall['f1']:.4f}" for one in scored)
         logger.info("Done%s. Outputs in %s", f": {scores}" if scores else "", os.path.abspath(training_args.output_dir))
     return results
 

@@ -85,8 +85,9 @@ def cpu_side_rate(corpus: Path, minilm_folder: Path, root: Path, chunk_size: int
     from transformers import AutoTokenizer
 
     from ner.cli import read_records
+    from ner.configuration import NerBertConfig
     from ner.inference import NerPredictor
-    from ner.modeling import BertForNer, NerBertConfig
+    from ner.modeling import BertForNer
     from ner.sharded import input_chunks, tag_chunk
 
     folder = root / "tiny"

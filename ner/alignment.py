@@ -1,4 +1,4 @@
-"""Sentences -> model inputs: sub-token labels, sliding windows, and document context.
+"""Sentences -> model inputs (sub-token labels, sliding windows, document context), and window predictions back to words.
 
 Each sentence is tokenised word by word (``word_ids()`` from a fast tokenizer). The first sub-token
 of each word carries the word's label; the others get ``IGNORE_INDEX`` (or, with ``label_all_tokens``,
@@ -10,32 +10,37 @@ predictor does.
 Nothing is truncated. A sentence longer than ``max_seq_length - 2`` sub-tokens is cut into
 overlapping windows (``stride`` sub-tokens shared by neighbours); every word starts in at least one
 window, and at prediction a word takes its label from the window where it sits farthest from an edge
-(``word_margins``). A sentence that fits may be surrounded by up to ``context_size`` sub-tokens of
-the neighbouring sentences of its document on each side (never across a ``-DOCSTART-``), which the
-model sees but is not trained or scored on.
+(``word_sources``, then ``word_tags``). A sentence that fits may be surrounded by up to ``context_size``
+sub-tokens of the neighbouring sentences of its document on each side (never across a ``-DOCSTART-``),
+which the model sees but is not trained or scored on. ``max_seq_length`` follows one rule for training
+and prediction alike (``resolve_max_seq_length``).
 
 Per example (window) the columns are ``input_ids``, ``attention_mask``, ``token_type_ids``,
-``labels`` (when tags are given), ``sentence_index`` (row of the sentence in the batch), and per word of
-that sentence ``word_positions`` (index of its first sub-token in this example, or -1) and
-``word_margins`` (its distance from the nearest window edge, or -1), and ``opens_sentence`` /
-``closes_sentence``: whether the window holds the sentence's first / last sub-token (the CRF applies its
-sentence-start and -end scores only there). A word with no sub-token at all
-(only characters the tokenizer drops, such as U+200B) has -1 everywhere and is predicted ``O``.
+``labels`` (when tags are given), ``sentence_index`` (row of the sentence in the batch), and for the
+words whose first sub-token the window holds -- words ``first_word``, ``first_word + 1``, ... of the
+sentence -- ``word_positions`` (index of that sub-token in this example) and ``word_margins`` (its
+distance from the nearest window edge), so the window data grows with the window, not with the
+sentence; and ``opens_sentence`` / ``closes_sentence``: whether the window holds the sentence's first /
+last sub-token (the CRF applies its sentence-start and -end scores only there). A word with no sub-token
+at all (only characters the tokenizer drops, such as U+200B) is in no window (-1 in the lists of a
+window that holds words on both sides of it) and is predicted ``O``.
 """
 
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
+from itertools import count
 from typing import Any
 
-from ner.modeling import IGNORE_INDEX
-from ner.schemes import OUTSIDE, join_tag, split_tag
+from ner.schemes import IGNORE_INDEX, OUTSIDE, join_tag, split_tag
 
 logger = logging.getLogger(__name__)
 
 NO_POSITION = -1
+DEFAULT_MAX_SEQ_LENGTH = 512  # the default window when the model takes more (attention cost grows with its square)
 
 
 def require_fast_tokenizer(tokenizer: Any, name: str) -> None:
@@ -45,6 +50,28 @@ def require_fast_tokenizer(tokenizer: Any, name: str) -> None:
             "(word_ids()). Install `tokenizers`, and give a folder with tokenizer.json or vocab.txt "
             "(BertTokenizerFast builds from vocab.txt)."
         )
+
+
+def resolve_max_seq_length(requested: int | None, tokenizer: Any, config: Any) -> int:
+    """Sub-tokens per window ([CLS]/[SEP] included), the same for training and prediction.
+
+    ``requested`` when given (0 or None: not given), else the model's limit capped at
+    ``DEFAULT_MAX_SEQ_LENGTH``. The limit is the smaller of the tokenizer's ``model_max_length`` and the
+    config's ``max_position_embeddings``; a longer window would index positions the model has no
+    embedding for, so it is refused rather than cut down silently.
+    """
+    limit = min(tokenizer.model_max_length, config.max_position_embeddings)
+    if not requested:
+        return min(limit, DEFAULT_MAX_SEQ_LENGTH)
+    if requested > limit:
+        raise ValueError(
+            f"max_seq_length {requested} is over the model's limit of {limit} positions (the smaller of the "
+            f"tokenizer's model_max_length and the config's max_position_embeddings); give at most {limit}, or "
+            f"leave it out for {min(limit, DEFAULT_MAX_SEQ_LENGTH)}."
+        )
+    if requested < 3:
+        raise ValueError(f"max_seq_length {requested} leaves no room for a sub-token beside [CLS] and [SEP]; give at least 3.")
+    return requested
 
 
 def continuation_labels(label_list: list[str]) -> list[int]:
@@ -108,8 +135,8 @@ def encode_sentences(
     columns: dict[str, list] = {
         key: []
         for key in (
-            "input_ids", "attention_mask", "token_type_ids", "sentence_index", "word_positions", "word_margins",
-            "opens_sentence", "closes_sentence",
+            "input_ids", "attention_mask", "token_type_ids", "sentence_index", "first_word", "word_positions",
+            "word_margins", "opens_sentence", "closes_sentence",
         )
     }
     # A tag outside the label list (a fine-tuned model reused on data with other types; training data is
@@ -133,6 +160,9 @@ def encode_sentences(
                 else (continuation[word_labels[word]] if label_all_tokens and word_labels[word] >= 0 else IGNORE_INDEX)
                 for index, word in enumerate(word_of_piece)
             ]
+        # Words with a sub-token, in sentence order (so their first pieces ascend): a window holds a run of them.
+        placed = [word for word, position in enumerate(first) if position != NO_POSITION]
+        placed_at = [first[word] for word in placed]
         windows = plan_windows(len(pieces[row]), budget, stride)
         for start, end in windows:
             left = right = []
@@ -148,9 +178,11 @@ def encode_sentences(
             columns["sentence_index"].append(row)
             columns["opens_sentence"].append(start == 0)
             columns["closes_sentence"].append(end == len(pieces[row]))
-            inside = [start <= p < end for p in first]
-            columns["word_positions"].append([p + offset if ok else NO_POSITION for p, ok in zip(first, inside)])
-            columns["word_margins"].append([min(p - start, end - 1 - p) if ok else NO_POSITION for p, ok in zip(first, inside)])
+            low, high = bisect_left(placed_at, start), bisect_left(placed_at, end)
+            held = first[placed[low] : placed[high - 1] + 1] if low < high else []
+            columns["first_word"].append(placed[low] if low < high else 0)
+            columns["word_positions"].append([p + offset if p != NO_POSITION else NO_POSITION for p in held])
+            columns["word_margins"].append([min(p - start, end - 1 - p) if p != NO_POSITION else NO_POSITION for p in held])
             if piece_labels is not None:
                 context = [IGNORE_INDEX] * len(left), [IGNORE_INDEX] * len(right)
                 columns["labels"].append([IGNORE_INDEX] + context[0] + piece_labels[start:end] + context[1] + [IGNORE_INDEX])
@@ -199,12 +231,15 @@ def tokenize_splits(
         tokenized[split] = dataset.map(
             encode, batched=True, batch_size=None, remove_columns=dataset.column_names, desc=f"Tokenising {split}"
         )
-        report_coverage(tokenized[split], len(dataset), where, max_seq_length)
+        report_coverage(tokenized[split], [len(words) for words in dataset["words"]], where, max_seq_length)
     return raw.__class__(tokenized)
 
 
-def report_coverage(examples, sentences: int, where: str, max_seq_length: int) -> None:
-    """Log how many sentences needed windows, and warn about words that got no sub-token."""
+def report_coverage(examples: Any, lengths: Sequence[int], where: str, max_seq_length: int) -> None:
+    """Log how many sentences needed windows, and warn about words that got no sub-token.
+
+    ``lengths``: words per sentence, in the order of ``sentence_index``.
+    """
     windows_per_sentence = [n for n in Counter(examples["sentence_index"]).values() if n > 1]
     if windows_per_sentence:
         logger.info(
@@ -212,14 +247,47 @@ def report_coverage(examples, sentences: int, where: str, max_seq_length: int) -
             "(no word is dropped).",
             where, len(windows_per_sentence), max_seq_length, sum(windows_per_sentence),
         )
-    placed: dict[int, list[bool]] = {}
-    for sentence, positions in zip(examples["sentence_index"], examples["word_positions"]):
-        flags = placed.setdefault(sentence, [False] * len(positions))
-        placed[sentence] = [flag or position != NO_POSITION for flag, position in zip(flags, positions)]
-    empty = sum(flags.count(False) for flags in placed.values())
+    empty = sum(source is None for sentence in word_sources(examples, lengths) for source in sentence)
     if empty:
         logger.warning(
             "%s: %d words give no sub-token (only characters the tokenizer drops); they get no loss and are "
             "predicted as O.",
             where, empty,
         )
+
+
+def word_sources(examples: Any, lengths: Sequence[int]) -> list[list[tuple[int, int] | None]]:
+    """Where each word's prediction is read: ``(example row, position)`` of its first sub-token in the window
+    where it sits farthest from an edge, or None for a word with no sub-token (it is predicted ``O``).
+
+    ``examples`` are the columns of ``encode_sentences`` for sentences of ``lengths`` words (a dict of
+    lists or a ``datasets.Dataset``); rows are in that order, as the predictions read with the result are.
+    """
+    sources: list[list[tuple[int, int] | None]] = [[None] * n for n in lengths]
+    best = [[NO_POSITION] * n for n in lengths]
+    covered = [False] * len(lengths)
+    columns = (examples[name] for name in ("sentence_index", "first_word", "word_positions", "word_margins"))
+    for row, (sentence, first_word, positions, margins) in enumerate(zip(*columns)):
+        covered[sentence] = True
+        sentence_sources, sentence_best = sources[sentence], best[sentence]
+        for word, position, margin in zip(count(first_word), positions, margins):
+            if position != NO_POSITION and margin > sentence_best[word]:
+                sentence_best[word] = margin
+                sentence_sources[word] = (row, position)
+    missing = [i for i, seen in enumerate(covered) if not seen]
+    if missing:
+        raise ValueError(f"No prediction for sentences {missing[:5]}: the examples do not cover the input.")
+    return sources
+
+
+def word_tags(
+    predicted_ids: Sequence[Sequence[int]], sources: Sequence[Sequence[tuple[int, int] | None]], id2label: dict[int, str]
+) -> list[list[str]]:
+    """Each word's tag: the label id predicted at its ``word_sources`` position; ``O`` for a word with none.
+
+    ``predicted_ids`` (a list of rows or an array) is indexed ``[example row][position]``.
+    """
+    return [
+        [OUTSIDE if source is None else id2label[int(predicted_ids[source[0]][source[1]])] for source in sentence]
+        for sentence in sources
+    ]

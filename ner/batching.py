@@ -27,7 +27,7 @@ from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import EvalLoopOutput, EvalPrediction
 
-from ner.modeling import IGNORE_INDEX
+from ner.schemes import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

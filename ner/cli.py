@@ -258,11 +258,10 @@ def write_records(out: TextIO, records: list[Record], tagged: list, predictor: A
 
     for record, result in zip(records, tagged):
         if output_format == "conll":
-            if record.doc_start:
-                out.write("-DOCSTART-\tO\tO\n\n" if record.gold is not None else "-DOCSTART-\tO\n\n")
-            for i, (word, tag) in enumerate(zip(result.words, result.tags)):
-                out.write(f"{word}\t{record.gold[i]}\t{tag}\n" if record.gold is not None else f"{word}\t{tag}\n")
-            out.write("\n")
+            from ner.conll import write_sentence
+
+            tags = (result.tags,) if record.gold is None else (record.gold, result.tags)
+            write_sentence(out, (result.words, *tags), doc_start=record.doc_start)
             continue
         # Offsets index the raw text when there is one, else the words joined by single spaces.
         entities = predictor.entities(result, record.text, record.offsets)
@@ -329,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                          "each line is one, and a blank line ends a document for a model with document context)")
     predict.add_argument("--batch_size", type=int, default=64)
     predict.add_argument("--chunk_size", type=int, default=2048, help="inputs read, tagged and written at a time")
-    predict.add_argument("--max_seq_length", type=int, default=None, help="sub-tokens per window (default: the model's limit)")
+    predict.add_argument("--max_seq_length", type=int, default=None, help="sub-tokens per window, [CLS]/[SEP] "
+                         "included (default: the model's limit, at most 512; more than the limit is refused)")
     predict.add_argument("--stride", type=int, default=None, help="sub-tokens shared by neighbouring windows")
     predict.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     predict.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="precision: auto = bf16 (else fp16) on a GPU, float32 on a CPU; bfloat16 also on a CPU")

@@ -1,8 +1,12 @@
-"""Reading CoNLL-style NER files (one token per line, blank line between sentences) into `datasets`.
+"""Reading CoNLL-style NER files (one token per line, blank line between sentences) into `datasets`, and writing them.
 
 `read_conll` parses one file into `Sentence`s and rejects anything it cannot read faithfully with
 a `DataFileError` naming ``path:line``. `load_conll` runs `ConllBuilder`, which writes one Arrow
 split per data file and reuses it while the file's content and the parser code are unchanged.
+
+`write_sentence` is the one CoNLL layout every writer uses: `write_conll` (files `read_conll` reads
+back unchanged), `write_predictions` (``word<TAB>gold<TAB>predicted``, the predictions file conlleval
+reads) and the CoNLL output of ``python -m ner predict``.
 
 Invisible characters (U+FEFF, U+200B and the other Unicode format characters) inside a word are
 data: the word keeps them, and the reader logs how many words hold one. Only a byte order mark
@@ -17,9 +21,10 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import datasets
 import pyarrow.compute as pc
@@ -28,6 +33,7 @@ from datasets.exceptions import DatasetGenerationError
 
 from ner.errors import DataFileError
 from ner.files import atomic_writer
+from ner.schemes import OUTSIDE
 
 logger = logging.getLogger(__name__)
 
@@ -459,6 +465,17 @@ def load_conll(
     )
 
 
+def write_sentence(stream: TextIO, columns: Sequence[Sequence[str]], *, doc_start: bool, delimiter: str = "\t") -> None:
+    """One sentence in CoNLL layout: a line per word with its fields side by side (``columns``: the words,
+    then one or more tag columns), then a blank line; first a ``-DOCSTART-`` line (``O`` in each tag
+    column) and a blank line where the sentence opens a document. Writes what it is given, unchecked."""
+    if doc_start:
+        stream.write(delimiter.join([DOCSTART] + [OUTSIDE] * (len(columns) - 1)) + "\n\n")
+    for fields in zip(*columns, strict=True):
+        stream.write(delimiter.join(fields) + "\n")
+    stream.write("\n")
+
+
 def write_conll(path: str | os.PathLike, sentences: Iterable[Sentence], *, delimiter: str = "\t") -> None:
     """Write sentences as a CoNLL file that `read_conll(path, delimiter=...)` reads back unchanged.
 
@@ -474,37 +491,49 @@ def write_conll(path: str | os.PathLike, sentences: Iterable[Sentence], *, delim
     if not delimiter or "\n" in delimiter:
         raise ValueError(f"delimiter must be a non-empty string without a line break, got {delimiter!r}")
     with atomic_writer(path) as stream:
-        at_start = True
         for number, sentence in enumerate(sentences, start=1):
-            where = f"sentence {number} (line {sentence.line})"
-            if sentence.tags is None:
-                raise ValueError(f"{where} has no tags: write_conll writes `word<delimiter>tag` lines")
-            if not sentence.words or len(sentence.words) != len(sentence.tags):
-                raise ValueError(
-                    f"{where} has {len(sentence.words)} words and {len(sentence.tags)} tags: "
-                    "a sentence needs at least one word, and one tag per word"
-                )
-            if sentence.doc_start:
-                stream.write(f"{DOCSTART}{delimiter}O\n\n")
-                at_start = False
-            for position, (word, tag) in enumerate(zip(sentence.words, sentence.tags), start=1):
-                line = f"{word}{delimiter}{tag}"
-                if (
-                    not word
-                    or word != word.strip(_SPACE)
-                    or delimiter in word
-                    or "\n" in word
-                    or "\r" in word
-                    or delimiter in tag
-                    or not _TAG.fullmatch(tag)
-                    or _is_docstart(line)
-                ):
-                    raise ValueError(
-                        f"{where}, word {position}: {word!r} tagged {tag!r} cannot be written with "
-                        f"delimiter {delimiter!r} and read back as it is"
-                    )
-                if at_start and line.startswith(_FEFF):
-                    stream.write(_FEFF)  # the byte order mark the reader drops, so that the word keeps its own
-                at_start = False
-                stream.write(line + "\n")
-            stream.write("\n")
+            _check_writable(sentence, number, delimiter)
+            if number == 1 and not sentence.doc_start and sentence.words[0].startswith(_FEFF):
+                stream.write(_FEFF)  # the byte order mark the reader drops, so that the word keeps its own
+            write_sentence(stream, (sentence.words, sentence.tags), doc_start=sentence.doc_start, delimiter=delimiter)
+
+
+def _check_writable(sentence: Sentence, number: int, delimiter: str) -> None:
+    """Raise `ValueError` naming the sentence (and word) if `write_conll` could not write it to read back as itself."""
+    where = f"sentence {number} (line {sentence.line})"
+    if sentence.tags is None:
+        raise ValueError(f"{where} has no tags: write_conll writes `word<delimiter>tag` lines")
+    if not sentence.words or len(sentence.words) != len(sentence.tags):
+        raise ValueError(
+            f"{where} has {len(sentence.words)} words and {len(sentence.tags)} tags: "
+            "a sentence needs at least one word, and one tag per word"
+        )
+    for position, (word, tag) in enumerate(zip(sentence.words, sentence.tags), start=1):
+        if (
+            not word
+            or word != word.strip(_SPACE)
+            or delimiter in word
+            or "\n" in word
+            or "\r" in word
+            or delimiter in tag
+            or not _TAG.fullmatch(tag)
+            or _is_docstart(f"{word}{delimiter}{tag}")
+        ):
+            raise ValueError(
+                f"{where}, word {position}: {word!r} tagged {tag!r} cannot be written with "
+                f"delimiter {delimiter!r} and read back as it is"
+            )
+
+
+def write_predictions(
+    path: str | os.PathLike,
+    words: Sequence[Sequence[str]],
+    gold: Sequence[Sequence[str]],
+    predicted: Sequence[Sequence[str]],
+    doc_start: Sequence[bool],
+) -> None:
+    """A scored split's predictions file: ``word<TAB>gold<TAB>predicted`` per word (as conlleval reads it),
+    a blank line after each sentence, ``-DOCSTART-`` kept; written atomically."""
+    with atomic_writer(path) as stream:
+        for sentence_words, sentence_gold, sentence_predicted, starts in zip(words, gold, predicted, doc_start):
+            write_sentence(stream, (sentence_words, sentence_gold, sentence_predicted), doc_start=starts)

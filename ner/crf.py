@@ -1,4 +1,4 @@
-"""A linear-chain CRF, Viterbi decoding, and the transitions each tag scheme allows.
+"""A linear-chain CRF, Viterbi decoding, and the transitions each tag scheme allows as tensors.
 
 Used two ways: ``constrained_decode`` runs Viterbi over a plain classifier's logits with the scheme's
 invalid transitions forbidden (no ``I-PER`` after ``O`` in IOB2), and ``CRF`` learns transition
@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ner.schemes import OUTSIDE, SCHEME_PREFIXES, split_tag
+from ner.schemes import transition_tables
 
 logger = logging.getLogger(__name__)
 
@@ -29,62 +28,19 @@ logger = logging.getLogger(__name__)
 FORBIDDEN_SCORE = -10000.0
 
 
-@dataclass(frozen=True)
-class SchemeRules:
-    """One scheme's grammar, as prefix sets (``O`` is in none of them).
-
-    continues: prefixes that carry on the previous tag's entity, so they may only follow a tag with a
-        prefix in ``extendable`` and the same type, and may not open a sentence.
-    extendable: prefixes of a tag that an entity can be carried on from.
-    must_continue: prefixes of a tag that leaves its entity open, so the next tag must be in
-        ``continues`` with the same type, and the sentence may not end on it.
-    """
-
-    continues: frozenset[str]
-    extendable: frozenset[str]
-    must_continue: frozenset[str]
-
-
-SCHEME_RULES: dict[str, SchemeRules] = {
-    "IOB2": SchemeRules(continues=frozenset("I"), extendable=frozenset("BI"), must_continue=frozenset()),
-    "IOBES": SchemeRules(continues=frozenset("IE"), extendable=frozenset("BI"), must_continue=frozenset("BI")),
-    "BILOU": SchemeRules(continues=frozenset("IL"), extendable=frozenset("BI"), must_continue=frozenset("BI")),
-}
-
-
 def allowed_transitions(label_list: list[str], scheme: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``(transitions[C, C], start[C], end[C])`` boolean tables, True where the scheme allows it.
+    """``(transitions[C, C], start[C], end[C])``: ``schemes.transition_tables`` as boolean tensors.
 
     ``transitions[i, j]`` is whether label ``j`` may directly follow label ``i``; ``start``/``end`` whether
     a sentence may open/close with that label.
     """
-    if scheme not in SCHEME_RULES:
-        raise ValueError(
-            f"No transition rules for scheme {scheme!r}; use one of {', '.join(SCHEME_RULES)} "
-            "(IOB1 tags are converted to IOB2 when read)."
-        )
-    rules = SCHEME_RULES[scheme]
-    known = set(SCHEME_PREFIXES[scheme]) | {OUTSIDE}
-    tags = [split_tag(label) for label in label_list]
-    for label, (prefix, _) in zip(label_list, tags):
-        if prefix not in known:
-            raise ValueError(
-                f"Label {label!r} does not belong to scheme {scheme}, whose prefixes are "
-                f"{', '.join(SCHEME_PREFIXES[scheme])} (plus 'O'); pass the scheme the labels use."
-            )
-
-    def may_follow(previous: tuple[str, str], current: tuple[str, str]) -> bool:
-        same_type = previous[0] != OUTSIDE and previous[1] == current[1]
-        if current[0] in rules.continues and not (previous[0] in rules.extendable and same_type):
-            return False
-        if previous[0] in rules.must_continue and not (current[0] in rules.continues and same_type):
-            return False
-        return True
-
-    transitions = torch.tensor([[may_follow(p, c) for c in tags] for p in tags], dtype=torch.bool)
-    start = torch.tensor([prefix not in rules.continues for prefix, _ in tags], dtype=torch.bool)
-    end = torch.tensor([prefix not in rules.must_continue for prefix, _ in tags], dtype=torch.bool)
-    return transitions.reshape(len(tags), len(tags)), start, end
+    transitions, start, end = transition_tables(label_list, scheme)
+    size = len(label_list)
+    return (
+        torch.tensor(transitions, dtype=torch.bool).reshape(size, size),
+        torch.tensor(start, dtype=torch.bool),
+        torch.tensor(end, dtype=torch.bool),
+    )
 
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:

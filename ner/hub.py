@@ -32,7 +32,7 @@ UPLOAD_IGNORE: list[str] = [
     "checkpoint-*/**",
     "training_args.bin",  # pickled TrainingArguments with the raw hub_token
     "**/training_args.bin",
-    ".*.tmp",  # half-written files of ner.files.atomic_writer / ner.plots
+    ".*.tmp",  # half-written files of ner.files.atomic_writer
     "**/.*.tmp",
 ]
 # Files that quote dev/test sentences: word-per-line predictions, and the mistakes in context.

@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
-from ner.alignment import encode_sentences, require_fast_tokenizer
+from ner.alignment import (
+    NO_POSITION, encode_sentences, require_fast_tokenizer, resolve_max_seq_length, word_sources, word_tags,
+)
 from ner.schemes import entities
 from ner.spans import WORD  # the one word rule for raw text, training spans and prediction alike
 
@@ -49,7 +51,11 @@ def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
 
 
 class NerPredictor:
-    """A trained folder (``run_ner.py --output_dir``) ready to tag."""
+    """A trained folder (``run_ner.py --output_dir``) ready to tag.
+
+    ``max_seq_length`` follows training's rule (``ner.alignment.resolve_max_seq_length``): default the
+    model's limit, at most 512; a value over the limit is refused.
+    """
 
     def __init__(
         self,
@@ -73,8 +79,7 @@ class NerPredictor:
         self.id2label = {int(i): label for i, label in config.id2label.items()}
         self.scheme = config.tag_scheme
         self.batch_size = batch_size
-        limit = min(self.tokenizer.model_max_length, config.max_position_embeddings, 512)
-        self.max_seq_length = min(max_seq_length or limit, limit)
+        self.max_seq_length = resolve_max_seq_length(max_seq_length, self.tokenizer, config)
         self.stride = stride
         self.autocast = self._autocast_dtype(dtype)
 
@@ -104,11 +109,11 @@ class NerPredictor:
             documents=documents,
             context_size=self.model.config.context_size if documents is not None else 0,
         )
-        tags = [["O"] * len(words) for words in sentences]
-        scores = [[1.0] * len(words) for words in sentences]
-        margins = [[-1] * len(words) for words in sentences]
-        order = sorted(range(len(examples["input_ids"])), key=lambda i: len(examples["input_ids"][i]))
-        for begin in range(0, len(order), self.batch_size):
+        count = len(examples["input_ids"])
+        labels: list[list[int]] = [[] for _ in range(count)]  # per example: the label id decoded at each position
+        probabilities: list[list[float]] = [[] for _ in range(count)]  # and its probability
+        order = sorted(range(count), key=lambda i: len(examples["input_ids"][i]))
+        for begin in range(0, count, self.batch_size):
             rows = order[begin : begin + self.batch_size]
             width = max(len(examples["input_ids"][r]) for r in rows)
             if self.device.type == "cuda":
@@ -120,7 +125,7 @@ class NerPredictor:
                 length = len(examples["input_ids"][r])
                 ids[i, :length] = torch.tensor(examples["input_ids"][r])
                 attention[i, :length] = 1
-                first[i, [p for p in examples["word_positions"][r] if p >= 0]] = True
+                first[i, [p for p in examples["word_positions"][r] if p != NO_POSITION]] = True
             edges = {
                 name: torch.tensor([examples[name][r] for r in rows], dtype=torch.bool, device=self.device)
                 for name in ("opens_sentence", "closes_sentence")
@@ -128,16 +133,14 @@ class NerPredictor:
             ids, attention, first = ids.to(self.device), attention.to(self.device), first.to(self.device)
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 output = self.model(input_ids=ids, attention_mask=attention, word_starts=first, **edges)
-            labels = output.predictions
-            probabilities = output.logits.float().softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-            labels, probabilities = labels.cpu().tolist(), probabilities.cpu().tolist()
-            for i, r in enumerate(rows):
-                sentence = examples["sentence_index"][r]
-                for word, (position, margin) in enumerate(zip(examples["word_positions"][r], examples["word_margins"][r])):
-                    if position >= 0 and margin > margins[sentence][word]:
-                        margins[sentence][word] = margin
-                        tags[sentence][word] = self.id2label[labels[i][position]]
-                        scores[sentence][word] = probabilities[i][position]
+            predicted = output.predictions
+            chosen = output.logits.float().softmax(-1).gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
+            for r, row_labels, row_probabilities in zip(rows, predicted.cpu().tolist(), chosen.cpu().tolist()):
+                labels[r], probabilities[r] = row_labels, row_probabilities
+        sources = word_sources(examples, [len(words) for words in sentences])
+        tags = word_tags(labels, sources, self.id2label)
+        # A word with no sub-token is O by rule, not by the model: certain.
+        scores = [[1.0 if source is None else probabilities[source[0]][source[1]] for source in sentence] for sentence in sources]
         return [Tagged(list(w), t, s) for w, t, s in zip(sentences, tags, scores)]
 
     def entities(self, tagged: Tagged, text: str | None = None, offsets: Sequence[tuple[int, int]] | None = None) -> list[Entity]:

@@ -15,7 +15,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 
-from ner.schemes import entities, seqeval_scheme
+from ner.schemes import check_parallel, entities, seqeval_scheme
 
 
 def _prf(correct: int, predicted: int, gold: int) -> tuple[float, float, float]:
@@ -33,8 +33,7 @@ def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[st
     strict under ``scheme``), and ``<TYPE>_precision``, ``<TYPE>_recall``, ``<TYPE>_f1``, ``<TYPE>_number``
     for every type seen in the gold or predicted tags.
     """
-    if len(gold) != len(predicted) or any(len(g) != len(p) for g, p in zip(gold, predicted)):
-        raise ValueError("gold and predicted tags must have the same sentences and lengths")
+    check_parallel(gold, predicted)
     tokens = sum(len(g) for g in gold)
     correct_tokens = sum(g == p for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps))
     gold_count: Counter[str] = Counter()

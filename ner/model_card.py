@@ -6,15 +6,16 @@ used for (training, validation, test), and has the label set, per-type tables, h
 ``pipeline()`` snippet and the plots. Scores are conlleval-compatible (an entity opened by ``I-``
 counts); seqeval's strict F1 is shown beside them. Only training data goes into the ``datasets``
 metadata. Nothing that looks like a credential is written: hyperparameter keys holding "token",
-"secret", "password" or "api_key" are dropped.
+"secret", "password" or "api_key" are dropped. ``write_model_card`` reads what the run was from a
+``CardData`` and its scores from a ``ner.results.Results``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +23,42 @@ import yaml
 
 from ner.files import atomic_writer
 from ner.hub import drop_secrets
-from ner.reports import overall_scores, per_type_scores, scores_table
+from ner.reports import markdown_cell, scores_table
+from ner.results import SCORED_SPLITS, TRAIN, Results
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 LOCAL_DATA_SUFFIXES = (
     ".txt", ".conll", ".conllu", ".tsv", ".csv", ".iob", ".bio", ".json", ".jsonl", ".parquet", ".arrow"
 )
-SPLITS = (("eval", "validation", "Validation (dev)"), ("predict", "test", "Test"))
-CARD_METRICS = (
+CARD_METRICS = (  # model-index metric types: overall scores, and the strict ones as ``{name}_strict``
     ("f1", "F1 (conlleval-compatible, entity level)"),
     ("precision", "Precision (conlleval-compatible, entity level)"),
     ("recall", "Recall (conlleval-compatible, entity level)"),
     ("f1_strict", "F1 (seqeval strict, entity level)"),
     ("accuracy", "Accuracy (token level)"),
 )
+
+
+@dataclass(frozen=True)
+class CardData:
+    """What the model card says about a run besides its scores.
+
+    ``data_files`` maps each split the run used (``train``, ``validation``, ``test``) to its file or Hub
+    dataset id; ``trained`` says whether this run fine-tuned the model (a predict-only run did not, and
+    its card says so). ``hyperparameters`` are listed as given, less any credential-like key.
+    ``model_name`` defaults to the output folder's name; give the Hub repository id when pushing, so the
+    usage snippet names it. ``eval_text_on_hub`` says whether the files quoting evaluation sentences are
+    uploaded (``--push_eval_text``).
+    """
+
+    base_model: str
+    label_list: list[str]
+    scheme: str
+    trained: bool
+    data_files: dict[str, str] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    model_name: str | None = None
+    eval_text_on_hub: bool = False
 
 
 def is_hub_id(name: str) -> bool:
@@ -65,59 +88,44 @@ def _source(split: str, source: str | None) -> str:
         return f"{split} data (not recorded)"
     if is_hub_id(source):
         return f"the `{split}` split of [{source}](https://huggingface.co/datasets/{source})"
-    return f"`{_display_name(source)}`" + ("" if split == "train" else f" ({split})")
+    return f"`{_display_name(source)}`" + ("" if split == TRAIN.name else f" ({split})")
 
 
-def model_index(model_name: str, data_files: dict[str, str], results: dict[str, float]) -> list[dict[str, Any]]:
-    """``model-index`` metadata: one result per split (dev, test) that has ``{prefix}_f1`` in ``results``."""
+def model_index(model_name: str, data_files: dict[str, str], results: Results) -> list[dict[str, Any]]:
+    """``model-index`` metadata: one result per scored split (dev, test)."""
     entries = []
-    for prefix, split, _ in SPLITS:
-        if f"{prefix}_f1" not in results:
-            continue
-        label = _dataset_label(data_files.get(split))
+    for scores in results.splits:
+        label = _dataset_label(data_files.get(scores.split.name))
+        values = {**scores.overall, **{f"{name}_strict": value for name, value in scores.strict.items()}}
         metrics = [
-            {"type": metric, "value": float(results[f"{prefix}_{metric}"]), "name": name}
+            {"type": metric, "value": float(values[metric]), "name": name}
             for metric, name in CARD_METRICS
-            if f"{prefix}_{metric}" in results
+            if metric in values
         ]
         entries.append(
             {
                 "task": {"type": "token-classification", "name": "Named Entity Recognition"},
-                "dataset": {"name": label, "type": label, "split": split},
+                "dataset": {"name": label, "type": label, "split": scores.split.name},
                 "metrics": metrics,
             }
         )
     return [{"name": model_name, "results": entries}] if entries else []
 
 
-def card_metadata(
-    *,
-    model_name: str,
-    base_model: str,
-    data_files: dict[str, str],
-    trained: bool,
-    scheme: str,
-    results: dict[str, float],
-) -> dict[str, Any]:
+def card_metadata(card: CardData, results: Results) -> dict[str, Any]:
     """The YAML header; ``datasets`` lists the training data only (the Hub reads it as "trained on")."""
     metadata: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "token-classification"}
-    if is_hub_id(base_model):
-        metadata["base_model"] = base_model
-    train = data_files.get("train")
-    if trained and train and is_hub_id(train):
+    if is_hub_id(card.base_model):
+        metadata["base_model"] = card.base_model
+    train = card.data_files.get(TRAIN.name)
+    if card.trained and train and is_hub_id(train):
         metadata["datasets"] = [train]
-    metadata["tags"] = ["token-classification", "ner", "named-entity-recognition", scheme.lower()]
+    metadata["tags"] = ["token-classification", "ner", "named-entity-recognition", card.scheme.lower()]
     metadata["metrics"] = ["f1", "precision", "recall", "accuracy"]
-    index = model_index(model_name, data_files, results)
+    index = model_index(card.model_name, card.data_files, results)
     if index:
         metadata["model-index"] = index
     return metadata
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, (dict, list, tuple)):
-        value = json.dumps(value, default=str)
-    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def _relative_plot(output_dir: Path, plot: str) -> str:
@@ -133,10 +141,10 @@ def _and(items: Sequence[str]) -> str:
 
 def describe_data(base: str, data_files: dict[str, str], trained: bool) -> str:
     """The card's first sentence: what the model was fine-tuned on, and what it was evaluated on."""
-    evaluated = [_source(split, data_files[split]) for _, split, _ in SPLITS if split in data_files]
+    evaluated = [_source(split.name, data_files[split.name]) for split in SCORED_SPLITS if split.name in data_files]
     if trained:
         text = f"A named entity recognition (token classification) model fine-tuned from {base} on "
-        text += _source("train", data_files.get("train"))
+        text += _source(TRAIN.name, data_files.get(TRAIN.name))
         return text + (f"; evaluated on {_and(evaluated)}." if evaluated else ".")
     text = "A named entity recognition (token classification) model"
     text += f", evaluated on {_and(evaluated)}" if evaluated else ""
@@ -157,20 +165,9 @@ def eval_text_note(eval_text_on_hub: bool) -> list[str]:
     ]
 
 
-def card_body(
-    *,
-    output_dir: Path,
-    model_name: str,
-    base_model: str,
-    data_files: dict[str, str],
-    trained: bool,
-    label_list: Sequence[str],
-    scheme: str,
-    hyperparameters: dict[str, Any],
-    results: dict[str, float],
-    plots: Sequence[str],
-    eval_text_on_hub: bool = False,
-) -> str:
+def card_body(output_dir: Path, card: CardData, results: Results, plots: Sequence[str]) -> str:
+    """The card's markdown below the YAML header."""
+    model_name, base_model, label_list, scheme = card.model_name, card.base_model, card.label_list, card.scheme
     if is_hub_id(base_model):
         base = f"[{base_model}](https://huggingface.co/{base_model})"
     else:
@@ -179,7 +176,7 @@ def card_body(
     lines = [
         f"# {model_name}",
         "",
-        describe_data(base, data_files, trained),
+        describe_data(base, card.data_files, card.trained),
         "",
         "## Labels",
         "",
@@ -193,26 +190,22 @@ def card_body(
         f"is the number of gold entities. Strict F1 is seqeval's strict mode with the {scheme} scheme, which does "
         "not count such entities.",
     ]
-    scored = [prefix for prefix, _, _ in SPLITS if f"{prefix}_f1" in results]
-    for prefix, _, title in SPLITS:
-        if prefix not in scored:
-            continue
-        overall = overall_scores(results, prefix)
-        lines += ["", f"### {title}", ""]
-        lines += scores_table(overall, per_type_scores(results, prefix))
+    for scores in results.splits:
+        lines += ["", f"### {scores.split.display.capitalize()}", ""]
+        lines += scores_table(scores.overall, scores.per_type)
         lines.append("")
-        if f"{prefix}_f1_strict" in results:
-            lines.append(f"Strict F1 (seqeval strict, {scheme}): {float(results[f'{prefix}_f1_strict']):.4f}.")
-        if "accuracy" in overall:
-            lines.append(f"Token accuracy: {overall['accuracy']:.4f}.")
+        if "f1" in scores.strict:
+            lines.append(f"Strict F1 (seqeval strict, {scheme}): {float(scores.strict['f1']):.4f}.")
+        if "accuracy" in scores.overall:
+            lines.append(f"Token accuracy: {scores.overall['accuracy']:.4f}.")
         if lines[-1] == "":
             lines.pop()
-    if scored:
-        lines += ["", "### Evaluation data", "", *eval_text_note(eval_text_on_hub)]
+    if results.splits:
+        lines += ["", "### Evaluation data", "", *eval_text_note(card.eval_text_on_hub)]
     else:
         lines += ["", "No evaluation results were recorded."]
     reference = model_name if is_hub_id(model_name) else "path/to/this/folder"
-    decoding = own_decoding(hyperparameters)
+    decoding = own_decoding(card.hyperparameters)
     if decoding:
         lines += [
             "",
@@ -240,7 +233,7 @@ def card_body(
             "from transformers import pipeline",
             "",
             *(["import ner  # registers model type ner_bert (this MLP head) with the Auto classes", ""]
-              if (hyperparameters.get("head_layers") or 1) > 1 else []),
+              if (card.hyperparameters.get("head_layers") or 1) > 1 else []),
             f'ner = pipeline("token-classification", model="{reference}", aggregation_strategy="first")',
             'ner("Maria Lopez flew from Madrid to Berlin on Monday.")',
             "```",
@@ -252,11 +245,11 @@ def card_body(
             f"The pipeline's grouping understands only `B-`/`I-` prefixes; with {scheme} labels use "
             '`aggregation_strategy="none"` and join the tags yourself.'
         )
-    secrets_free = drop_secrets(hyperparameters)
+    secrets_free = drop_secrets(card.hyperparameters)
     if secrets_free:
-        heading = "## Training hyperparameters" if trained else "## Evaluation settings"
+        heading = "## Training hyperparameters" if card.trained else "## Evaluation settings"
         lines += ["", heading, "", "| name | value |", "| --- | --- |"]
-        lines += [f"| {_cell(key)} | {_cell(value)} |" for key, value in secrets_free.items()]
+        lines += [f"| {markdown_cell(key)} | {markdown_cell(value)} |" for key, value in secrets_free.items()]
     if plots:
         lines += ["", "## Plots", ""]
         for plot in plots:
@@ -275,49 +268,15 @@ def own_decoding(hyperparameters: dict[str, Any]) -> str | None:
     return None
 
 
-def write_model_card(
-    output_dir: str | os.PathLike,
-    *,
-    base_model: str,
-    data_files: dict[str, str],
-    trained: bool,
-    label_list: list[str],
-    scheme: str,
-    hyperparameters: dict[str, Any],
-    results: dict[str, float],
-    plots: list[str] | None = None,
-    model_name: str | None = None,
-    eval_text_on_hub: bool = False,
-) -> Path:
+def write_model_card(output_dir: str | os.PathLike, card: CardData, results: Results, plots: Sequence[str] = ()) -> Path:
     """Write ``README.md`` (YAML metadata + card) into ``output_dir``; return its path.
 
-    ``data_files`` maps each split the run used (``train``, ``validation``, ``test``) to its file or Hub
-    dataset id; ``trained`` says whether this run fine-tuned the model (a predict-only run did not, and
-    its card says so). ``eval_text_on_hub`` says whether the files quoting evaluation sentences are
-    uploaded (``--push_eval_text``). ``results`` is the flat metrics dict of ``all_results.json``
-    (``eval_f1``, ``eval_PER_f1``, ..., ``predict_*`` for the test set). ``plots`` are image paths
-    relative to ``output_dir`` (absolute paths inside it are made relative). ``model_name`` defaults to
-    the folder's name; give the Hub repository id when pushing, so the usage snippet names it.
+    ``plots`` are image paths relative to ``output_dir`` (absolute paths inside it are made relative).
     """
     folder = Path(output_dir)
-    name = model_name or folder.resolve().name
-    metadata = card_metadata(
-        model_name=name, base_model=base_model, data_files=data_files, trained=trained, scheme=scheme, results=results
-    )
-    header = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    body = card_body(
-        output_dir=folder,
-        model_name=name,
-        base_model=base_model,
-        data_files=data_files,
-        trained=trained,
-        label_list=label_list,
-        scheme=scheme,
-        hyperparameters=hyperparameters,
-        results=results,
-        plots=plots or [],
-        eval_text_on_hub=eval_text_on_hub,
-    )
+    card = replace(card, model_name=card.model_name or folder.resolve().name)
+    header = yaml.safe_dump(card_metadata(card, results), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    body = card_body(folder, card, results, plots)
     path = folder / "README.md"
     with atomic_writer(path) as out:
         out.write(f"---\n{header}---\n\n{body}")

@@ -1,14 +1,16 @@
-"""The token-classification model: a BERT encoder, dropout, and a linear or MLP head.
+"""The token-classification model: a BERT encoder, dropout, a linear or MLP head and its decoding; ``load_model``.
 
-``NerBertConfig``/``BertForNer`` are registered with the Auto classes when ``ner`` is imported, so
-``save_pretrained``/``from_pretrained`` round-trip. With the default single linear head the weights and
-config are those of stock ``BertForTokenClassification`` (``model_type`` is written as ``bert``), so
-the saved folder also loads in plain transformers and ``pipeline("token-classification")``.
+``BertForNer`` (configured by ``ner.configuration.NerBertConfig``) is registered with
+``AutoModelForTokenClassification`` on import, so ``save_pretrained``/``from_pretrained`` round-trip; ``import ner``
+is enough (see ``ner/__init__``). With the default single linear head the weights and config are those of stock
+``BertForTokenClassification`` (``model_type`` is written as ``bert``), so the saved folder also loads in plain
+transformers and ``pipeline("token-classification")``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,73 +21,11 @@ from transformers import initialization as init
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 
+from ner.configuration import HEAD_ACTIVATIONS, HEAD_SETTINGS, NerBertConfig
 from ner.crf import CRF, TransitionRules, allowed_transitions, constrained_decode
+from ner.schemes import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100  # label of sub-tokens, special tokens and padding: no loss, not scored
-
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
-
-
-class NerBertConfig(BertConfig):
-    """``BertConfig`` plus the classifier head's shape.
-
-    head_layers: 1 is a single linear layer (as Hugging Face's example); 2 or more puts
-    ``head_layers - 1`` hidden layers of ``head_hidden_size`` units before it (NeMo used 2).
-    use_crf: a CRF over the word-level labels, trained with its log-likelihood, decoded with Viterbi.
-    decoding: without a CRF, "argmax" per token or "constrained" (Viterbi over the tag scheme's valid
-    transitions: no I-X after O in IOB2). tag_scheme names the scheme of ``id2label``. context_size: the
-    sub-tokens of document context each side the model was trained with (prediction uses the same).
-    """
-
-    model_type = "ner_bert"
-
-    head_layers: int = 1
-    head_hidden_size: int | None = None
-    head_activation: str = "gelu"
-    use_crf: bool = False
-    decoding: str = "argmax"
-    tag_scheme: str = "IOB2"
-    context_size: int = 0
-
-    def validate_head(self) -> None:
-        if self.head_layers < 1:
-            raise ValueError(f"head_layers must be 1 (linear) or more (MLP), got {self.head_layers}.")
-        if self.decoding not in ("argmax", "constrained"):
-            raise ValueError(f"decoding must be 'argmax' or 'constrained', got {self.decoding!r}.")
-        if self.head_activation not in ACTIVATIONS:
-            raise ValueError(
-                f"head_activation {self.head_activation!r} is not one of {', '.join(sorted(ACTIVATIONS))}."
-            )
-
-    @property
-    def stock_compatible(self) -> bool:
-        """True when stock ``BertForTokenClassification`` (and ``pipeline()``) gives what this model scores:
-        the same weights (a single linear layer, no CRF) and the same decoding (argmax per token).
-
-        A constrained-decoding model keeps ``model_type`` ``ner_bert``, so that plain transformers refuses it
-        instead of silently decoding it by argmax.
-        """
-        return self.head_layers == 1 and not self.use_crf and self.decoding == "argmax"
-
-    @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> NerBertConfig:
-        # A stock-compatible folder says model_type "bert"; reading it as ours is intended, not worth
-        # transformers' "model of type bert to instantiate a model of type ner_bert" warning on every load.
-        config_dict, kwargs = cls.get_config_dict(*args, **kwargs)
-        if config_dict.get("model_type") == BertConfig.model_type:
-            config_dict["model_type"] = cls.model_type
-        return cls.from_dict(config_dict, **kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        output = super().to_dict()
-        if self.stock_compatible:
-            # Written as a plain BERT token classifier so that stock transformers loads it.
-            output["model_type"] = BertConfig.model_type
-            if output.get("architectures") == [BertForNer.__name__]:
-                output["architectures"] = ["BertForTokenClassification"]
-        return output
 
 
 @dataclass
@@ -123,7 +63,8 @@ class BertForNer(BertPreTrainedModel):
         layers: list[nn.Module] = []
         in_features = config.hidden_size
         for _ in range(config.head_layers - 1):
-            layers += [nn.Linear(in_features, width), ACTIVATIONS[config.head_activation](), nn.Dropout(dropout)]
+            activation = getattr(nn, HEAD_ACTIVATIONS[config.head_activation])()
+            layers += [nn.Linear(in_features, width), activation, nn.Dropout(dropout)]
             in_features = width
         self.head = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_features, config.num_labels)
@@ -233,34 +174,16 @@ class BertForNer(BertPreTrainedModel):
         )
 
 
-AutoConfig.register(NerBertConfig.model_type, NerBertConfig)
 AutoModelForTokenClassification.register(NerBertConfig, BertForNer)
-
-
-HEAD_DEFAULTS = {
-    "head_layers": 1,
-    "head_hidden_size": None,
-    "head_activation": "gelu",
-    "classifier_dropout": None,
-    "use_crf": False,
-    "decoding": "argmax",
-    "context_size": 0,
-}
 
 
 def load_model(
     model_name_or_path: str,
     label_list: list[str],
     *,
+    head: Mapping[str, Any] | None = None,
     config_name: str | None = None,
-    head_layers: int | None = None,
-    head_hidden_size: int | None = None,
-    head_activation: str | None = None,
-    classifier_dropout: float | None = None,
-    use_crf: bool | None = None,
-    decoding: str | None = None,
     tag_scheme: str = "IOB2",
-    context_size: int | None = None,
     new_classifier: bool = False,
     **hub_kwargs: Any,
 ) -> BertForNer:
@@ -271,9 +194,13 @@ def load_model(
     them back from ``model.config.id2label``; gold tags it cannot predict are for the caller to report
     (``ner.schemes.unpredictable_tags``). Only ``new_classifier=True`` replaces a trained classifier (and
     CRF) by a new one for ``label_list``, discarding it. ``hub_kwargs`` (``cache_dir``, ``revision``,
-    ``token``, ...) go to ``from_pretrained``. Head settings left as None come from a trained model's
-    saved config, else from ``HEAD_DEFAULTS``.
+    ``token``, ...) go to ``from_pretrained``. ``head`` sets head settings (``ner.configuration.HEAD_SETTINGS``);
+    those it leaves out come from a trained model's saved config, else from their declared defaults.
     """
+    head = dict(head or {})
+    unknown = [name for name in head if name not in HEAD_SETTINGS]
+    if unknown:
+        raise ValueError(f"Not head settings: {', '.join(unknown)}. The head settings are {', '.join(HEAD_SETTINGS)}.")
     base = AutoConfig.from_pretrained(config_name or model_name_or_path, **hub_kwargs)
     hub_kwargs = dict(hub_kwargs)
     if base.model_type not in (BertConfig.model_type, NerBertConfig.model_type):
@@ -311,18 +238,9 @@ def load_model(
         label_list = trained_labels
         tag_scheme = getattr(base, "tag_scheme", None) or tag_scheme
     settings = {key: value for key, value in base.to_dict().items() if key not in ("model_type", "transformers_version")}
-    requested = dict(
-        head_layers=head_layers,
-        head_hidden_size=head_hidden_size,
-        head_activation=head_activation,
-        classifier_dropout=classifier_dropout,
-        use_crf=use_crf,
-        decoding=decoding,
-        context_size=context_size,
-    )
-    for key, default in HEAD_DEFAULTS.items():
-        saved = settings.get(key, default) if trained_labels else default
-        settings[key] = requested[key] if requested[key] is not None else saved
+    for name, setting in HEAD_SETTINGS.items():
+        saved = settings.get(name, setting.default) if trained_labels else setting.default
+        settings[name] = head.get(name, saved)
     settings.update(
         num_labels=len(label_list),
         id2label=dict(enumerate(label_list)),

@@ -2,21 +2,20 @@
 
 matplotlib is imported inside each function (``import ner.plots`` stays cheap) and figures are
 drawn on an Agg canvas directly, without pyplot: no global figure state, no display needed. Each
-PNG is saved to a temporary file beside its target and renamed over it, so an interrupted run
-never leaves a truncated image.
+PNG is written through ``ner.files.atomic_writer``, so an interrupted run never leaves a truncated image.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ner.reports import MISSED, SPURIOUS, overall_scores, per_type_scores
+from ner.files import atomic_writer
+from ner.reports import MISSED, SPURIOUS
+from ner.results import VALIDATION, SplitScores
 
 logger = logging.getLogger(__name__)
 
@@ -34,19 +33,8 @@ def _figure(width: float, height: float):
 
 def _save(figure, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=DPI)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    with atomic_writer(path, binary=True) as stream:
+        figure.savefig(stream, format="png", dpi=DPI)
     logger.debug("Plot written: %s", path)
     return path
 
@@ -90,34 +78,30 @@ def plot_confusion(confusion: dict[str, dict[str, int]], path: str | os.PathLike
     return _save(figure, path)
 
 
-def type_f1_bars(metrics: dict[str, float], prefix: str) -> list[tuple[str, float, int]]:
-    """``(type, F1, support)`` for each entity type of a flat metrics dict, as ``plot_type_f1`` draws them.
-
-    Types are those with a ``{prefix}_{TYPE}_number`` key, so overall keys such as ``{prefix}_f1_strict``
-    never become a bar.
-    """
-    per_type = per_type_scores(metrics, prefix)
+def type_f1_bars(scores: SplitScores) -> list[tuple[str, float, int]]:
+    """``(type, F1, support)`` for each entity type of a split, as ``plot_type_f1`` draws them."""
+    per_type = scores.per_type
     return [(name, per_type[name].get("f1", 0.0), int(per_type[name].get("support", 0))) for name in per_type]
 
 
-def plot_type_f1(metrics: dict[str, float], prefix: str, path: str | os.PathLike) -> Path:
-    """Horizontal bars of each type's F1 (``{prefix}_PER_f1``, ...), support in the label, micro F1 as a line.
+def plot_type_f1(scores: SplitScores, path: str | os.PathLike) -> Path:
+    """Horizontal bars of each type's F1, support in the label, micro F1 as a line.
 
     F1 is the conlleval-compatible score (an entity opened by ``I-`` counts), as in ``ner.metrics``.
     """
-    bars = type_f1_bars(metrics, prefix)
-    overall = overall_scores(metrics, prefix)
+    bars = type_f1_bars(scores)
+    overall = scores.overall
     names = [name for name, _, _ in bars]
-    scores = [score for _, score, _ in bars]
+    f1s = [f1 for _, f1, _ in bars]
     figure = _figure(6.0, max(2.5, 1.2 + 0.4 * len(names)))
     axes = figure.add_subplot()
     positions = range(len(names))
-    axes.barh(positions, scores, color="tab:blue")
+    axes.barh(positions, f1s, color="tab:blue")
     labels = [f"{name} ({support})" for name, _, support in bars]
     axes.set_yticks(positions, labels=labels)
     axes.invert_yaxis()
-    for position, score in zip(positions, scores):
-        axes.text(min(score + 0.01, 0.9), position, f"{score:.3f}", va="center")
+    for position, f1 in zip(positions, f1s):
+        axes.text(min(f1 + 0.01, 0.9), position, f"{f1:.3f}", va="center")
     if "f1" in overall:
         axes.axvline(overall["f1"], color="tab:red", linestyle="--", label=f"micro F1 {overall['f1']:.3f}")
         axes.legend(loc="lower right", fontsize=8)
@@ -126,7 +110,7 @@ def plot_type_f1(metrics: dict[str, float], prefix: str, path: str | os.PathLike
     axes.set_xlim(0, 1)
     axes.set_xlabel("F1 (conlleval-compatible, entity level)")
     axes.set_ylabel("type (gold entities)")
-    axes.set_title({"eval": "Dev F1 by type", "predict": "Test F1 by type"}.get(prefix, f"{prefix} F1 by type"))
+    axes.set_title(f"{scores.split.short.capitalize()} F1 by type")
     return _save(figure, path)
 
 
@@ -142,7 +126,7 @@ def _series(log_history: list[dict[str, Any]], key: str) -> tuple[list[float], l
 
 def curve_types(log_history: list[dict[str, Any]]) -> list[str]:
     """The entity types with a dev F1 curve: those with an ``eval_{TYPE}_number`` in some logged evaluation."""
-    return sorted({entity_type for entry in log_history for entity_type in per_type_scores(entry, "eval")})
+    return sorted({name for entry in log_history for name in SplitScores.from_metrics(entry, VALIDATION).per_type})
 
 
 def plot_training_curves(log_history: list[dict[str, Any]], path: str | os.PathLike) -> Path | None:
@@ -151,8 +135,8 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: str | os.PathL
     Returns None, writing nothing, when the history holds neither a training loss nor a dev F1.
     """
     loss = _series(log_history, "loss")
-    dev_loss = _series(log_history, "eval_loss")
-    dev_f1 = _series(log_history, "eval_f1")
+    dev_loss = _series(log_history, VALIDATION.key("loss"))
+    dev_f1 = _series(log_history, VALIDATION.key("f1"))
     panels = [name for name, series in (("loss", loss), ("f1", dev_f1)) if series[0]]
     if not panels:
         return None
@@ -168,7 +152,7 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: str | os.PathL
         else:
             types = curve_types(log_history)
             for entity_type in types:
-                steps, values, _ = _series(log_history, f"eval_{entity_type}_f1")
+                steps, values, _ = _series(log_history, VALIDATION.key(f"{entity_type}_f1"))
                 axes.plot(steps, values, ".-", linewidth=1, alpha=0.7, label=entity_type)
             axes.plot(dev_f1[0], dev_f1[1], "o-", color="black", linewidth=2, label="overall")
             for step, value, epoch in zip(*dev_f1):

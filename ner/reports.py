@@ -17,34 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from ner.files import atomic_writer
-from ner.schemes import entities
+from ner.results import Split, SplitScores
+from ner.schemes import check_parallel, entities
 
 MISSED = "missed"  # column: a gold entity with no predicted entity on the same span
 SPURIOUS = "spurious"  # row: a predicted entity with no gold entity on the same span
-SCORE_NAMES = ("precision", "recall", "f1", "number")
 TOP_CONFUSIONS = 10
 MAX_MISTAKES = 10
 
 Span = tuple[int, int, str]  # (start word, end word exclusive, entity type)
 
 
-def sentence_entities(sentences: Sequence[Sequence[str]], scheme: str) -> list[list[Span]]:
-    """Every sentence's entities as ``(start, end, type)``, read as the scores read them (``ner.schemes.entities``).
-
-    ``scheme`` is accepted for symmetry with the scores; the conlleval reading needs no scheme (an entity
-    opened by ``I-`` counts in every scheme).
-    """
-    return [entities(tags) for tags in sentences]
-
-
-def _check_parallel(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], words=None) -> None:
-    if len(gold) != len(predicted) or any(len(g) != len(p) for g, p in zip(gold, predicted)):
-        raise ValueError("gold and predicted tags must have the same sentences and lengths")
-    if words is not None and (len(words) != len(gold) or any(len(w) != len(g) for w, g in zip(words, gold))):
-        raise ValueError("words and tags must have the same sentences and lengths")
-
-
-def entity_confusion(gold: list[list[str]], predicted: list[list[str]], scheme: str) -> dict[str, dict[str, int]]:
+def entity_confusion(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, dict[str, int]]:
     """Entity-level confusion by type: ``confusion[gold_type][predicted_type]`` counts entities.
 
     A gold entity is matched only by a predicted entity on exactly the same words: same type counts
@@ -57,8 +41,8 @@ def entity_confusion(gold: list[list[str]], predicted: list[list[str]], scheme: 
     types, then ``"missed"``. Every cell is present (zero when empty) except ``spurious``/``missed``,
     which means nothing.
     """
-    _check_parallel(gold, predicted)
-    return _confusion(sentence_entities(gold, scheme), sentence_entities(predicted, scheme))
+    check_parallel(gold, predicted)
+    return _confusion([entities(tags) for tags in gold], [entities(tags) for tags in predicted])
 
 
 def _confusion(gold_entities: list[list[Span]], predicted_entities: list[list[Span]]) -> dict[str, dict[str, int]]:
@@ -86,35 +70,6 @@ def top_confusions(confusion: dict[str, dict[str, int]], limit: int = TOP_CONFUS
     ]
     cells.sort(key=lambda cell: (-cell["count"], cell["gold"], cell["predicted"]))
     return cells[:limit]
-
-
-def overall_scores(metrics: dict[str, float], prefix: str) -> dict[str, float]:
-    """``{prefix}_precision``, ``_recall``, ``_f1``, ``_accuracy`` and ``_number`` (as ``support``), those present."""
-    names = {"precision": "precision", "recall": "recall", "f1": "f1", "accuracy": "accuracy", "number": "support"}
-    return {out: metrics[f"{prefix}_{name}"] for name, out in names.items() if f"{prefix}_{name}" in metrics}
-
-
-def per_type_scores(metrics: dict[str, float], prefix: str) -> dict[str, dict[str, float]]:
-    """Per-type scores from a flat metrics dict: ``{prefix}_PER_f1`` -> ``{"PER": {"f1": ...}}``.
-
-    A type is any middle part for which ``{prefix}_{TYPE}_number`` exists (types may contain ``_``);
-    ``number`` is returned as ``support``, the count of gold entities.
-    """
-    head = f"{prefix}_"
-    types = sorted(
-        key[len(head) : -len("_number")]
-        for key in metrics
-        if key.startswith(head) and key.endswith("_number") and len(key) > len(head) + len("_number")
-    )
-    table: dict[str, dict[str, float]] = {}
-    for entity_type in types:
-        row = {}
-        for name in SCORE_NAMES:
-            value = metrics.get(f"{head}{entity_type}_{name}")
-            if value is not None:
-                row["support" if name == "number" else name] = int(value) if name == "number" else float(value)
-        table[entity_type] = row
-    return table
 
 
 def mark_entities(words: Sequence[str], spans: Sequence[Span]) -> str:
@@ -161,28 +116,31 @@ def find_mistakes(
     return wrong, shown
 
 
-def split_report(words, gold, predicted, scheme: str, metrics: dict[str, float], prefix: str) -> dict[str, Any]:
+def split_report(words, gold, predicted, scheme: str, scores: SplitScores) -> dict[str, Any]:
     """Everything ``write_split_report`` writes, as one JSON-ready dict; ``mistakes`` quotes the data."""
-    _check_parallel(gold, predicted, words)
-    gold_entities = sentence_entities(gold, scheme)
-    predicted_entities = sentence_entities(predicted, scheme)
+    check_parallel(gold, predicted, words)
+    gold_entities = [entities(tags) for tags in gold]
+    predicted_entities = [entities(tags) for tags in predicted]
     confusion = _confusion(gold_entities, predicted_entities)
     wrong, mistakes = find_mistakes(words, gold_entities, predicted_entities)
     return {
-        "prefix": prefix,
+        "prefix": scores.split.prefix,
         "scheme": scheme,
         "sentences": len(gold),
         "sentences_with_errors": wrong,
-        "overall": overall_scores(metrics, prefix),
-        "per_type": per_type_scores(metrics, prefix),
+        "overall": scores.overall,
+        "per_type": scores.per_type,
         "confusion": confusion,
         "top_confusions": top_confusions(confusion),
         "mistakes": mistakes,
     }
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+def markdown_cell(value: Any) -> str:
+    """``value`` as one cell of a markdown table: dicts and lists as JSON, ``|`` and backslashes escaped, one line."""
+    if isinstance(value, (dict, list, tuple)):
+        value = json.dumps(value, default=str)
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def scores_table(overall: dict[str, float], per_type: dict[str, dict[str, float]]) -> list[str]:
@@ -192,7 +150,7 @@ def scores_table(overall: dict[str, float], per_type: dict[str, dict[str, float]
     def row(name: str, scores: dict[str, float]) -> str:
         values = [f"{scores[key]:.4f}" if key in scores else "" for key in ("precision", "recall", "f1")]
         support = str(int(scores["support"])) if "support" in scores else ""
-        return f"| {_cell(name)} | " + " | ".join(values + [support]) + " |"
+        return f"| {markdown_cell(name)} | " + " | ".join(values + [support]) + " |"
 
     lines += [row(entity_type, scores) for entity_type, scores in per_type.items()]
     if overall:
@@ -205,13 +163,9 @@ def _fence(texts: Sequence[str]) -> str:
     return "`" * max(3, longest + 1)
 
 
-def _split_name(prefix: str) -> str:
-    return {"eval": "validation (dev)", "predict": "test"}.get(prefix, prefix)
-
-
-def report_markdown(report: dict[str, Any]) -> str:
+def report_markdown(report: dict[str, Any], split: Split) -> str:
     """The scores and confusions, which name entity types only: no word of the data."""
-    lines = [f"# Entity report: {_split_name(report['prefix'])}", ""]
+    lines = [f"# Entity report: {split.display}", ""]
     overall = report["overall"]
     summary = f"{report['sentences']} sentences, scheme {report['scheme']} (conlleval entity matching: an entity opened by I- counts)"
     if "accuracy" in overall:
@@ -226,7 +180,10 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines.append("")
     if report["top_confusions"]:
         lines += ["| gold | predicted | count |", "| --- | --- | ---: |"]
-        lines += [f"| {_cell(c['gold'])} | {_cell(c['predicted'])} | {c['count']} |" for c in report["top_confusions"]]
+        lines += [
+            f"| {markdown_cell(cell['gold'])} | {markdown_cell(cell['predicted'])} | {cell['count']} |"
+            for cell in report["top_confusions"]
+        ]
     else:
         lines.append("No confusions: every entity was found with the right span and type.")
     lines += [
@@ -237,10 +194,10 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mistakes_markdown(report: dict[str, Any]) -> str:
+def mistakes_markdown(report: dict[str, Any], split: Split) -> str:
     """The first wrong sentences, gold and predicted entities bracketed: this quotes the data."""
     shown = report["mistakes"]
-    lines = [f"# Mistakes in context: {_split_name(report['prefix'])}", ""]
+    lines = [f"# Mistakes in context: {split.display}", ""]
     lines.append(
         f"{report['sentences_with_errors']} of {report['sentences']} sentences have an entity error; "
         f"the first {len(shown)} (sentence numbers count from 0 in file order):"
@@ -254,27 +211,29 @@ def mistakes_markdown(report: dict[str, Any]) -> str:
 
 def write_split_report(
     output_dir: str | os.PathLike,
-    prefix: str,
+    scores: SplitScores,
     words: Sequence[Sequence[str]],
     gold: Sequence[Sequence[str]],
     predicted: Sequence[Sequence[str]],
     scheme: str,
-    metrics: dict[str, float],
 ) -> list[Path]:
     """Write ``{prefix}_report.md/.json`` (scores, confusions: no text of the data) and ``{prefix}_mistakes.md/.json``
     (the first wrong sentences in context) into ``output_dir``; return the four paths in that order.
 
-    ``prefix`` is the metrics prefix (``eval`` for the dev set, ``predict`` for the test set) and
-    ``metrics`` the dict ``evaluate_split`` returned, keys such as ``eval_f1`` and ``eval_PER_f1``.
+    ``scores`` are the split's scores (its prefix: ``eval`` for the dev set, ``predict`` for the test set).
     The two kinds are apart so that the scores can be published where the data cannot (``--push_eval_text``).
     """
-    report = split_report(words, gold, predicted, scheme, metrics, prefix)
+    split = scores.split
+    report = split_report(words, gold, predicted, scheme, scores)
     mistakes = {key: report[key] for key in ("prefix", "sentences", "sentences_with_errors")}
     mistakes["mistakes"] = report.pop("mistakes")
     folder = Path(output_dir)
     paths = []
-    for name, data, markdown in (("report", report, report_markdown(report)), ("mistakes", mistakes, mistakes_markdown(mistakes))):
-        markdown_path, json_path = folder / f"{prefix}_{name}.md", folder / f"{prefix}_{name}.json"
+    for name, data, markdown in (
+        ("report", report, report_markdown(report, split)),
+        ("mistakes", mistakes, mistakes_markdown(mistakes, split)),
+    ):
+        markdown_path, json_path = folder / f"{split.prefix}_{name}.md", folder / f"{split.prefix}_{name}.json"
         with atomic_writer(markdown_path) as out:
             out.write(markdown)
         with atomic_writer(json_path) as out:

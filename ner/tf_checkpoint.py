@@ -5,13 +5,15 @@ sorted table mapping each variable name to a ``BundleEntryProto`` (dtype, shape,
 CRC32C), and ``PREFIX.data-NNNNN-of-NNNNN`` shards hold the raw little-endian tensor bytes. Every table
 block and every tensor carries a masked CRC32C; a mismatch is reported, never read past. The table format
 (footer, block handles, prefix-compressed keys) is LevelDB's; the protobuf records are decoded by hand
-because only four small messages are needed.
+because only four small messages are needed. ``resolve_prefix`` (strict, for the converter),
+``checkpoint_prefix`` and ``checkpoints_in`` find a checkpoint's prefix from a path or in a folder.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -207,12 +209,38 @@ def _parse_entry(name: str, value: bytes) -> TensorEntry:
     return TensorEntry(name, dtype, shape, shard, offset, size, crc, slices)
 
 
+def _prefix_of_file(path: Path) -> Path:
+    """The prefix ``path`` belongs to if it is one file of a checkpoint (.index, .meta, .data-*); else ``path``."""
+    text = str(path)
+    if _DATA_SUFFIX in path.name:
+        return Path(text[: text.rindex(_DATA_SUFFIX)])
+    return Path(text.removesuffix(path.suffix)) if path.suffix in (".index", ".meta") else path
+
+
+def checkpoint_prefix(path: str | os.PathLike) -> Path | None:
+    """The prefix of the checkpoint that ``path`` names or is one file of; None when there is no such checkpoint."""
+    prefix = _prefix_of_file(Path(path))
+    return prefix if Path(f"{prefix}.index").is_file() else None
+
+
+def checkpoints_in(folder: str | os.PathLike) -> list[Path]:
+    """The prefixes of the checkpoints in ``folder``; only the newest when TF's ``checkpoint`` file names it."""
+    folder = Path(folder)
+    indexes = sorted(folder.glob("*.index"))
+    state = folder / "checkpoint"  # TF's pointer to the newest checkpoint of a training run
+    if len(indexes) > 1 and state.is_file():
+        text = state.read_text(encoding="utf-8", errors="replace")
+        match = re.search(r'^model_checkpoint_path:\s*"(.+)"', text, re.MULTILINE)
+        newest = Path(f"{folder / Path(match.group(1)).name}.index") if match else None
+        indexes = [path for path in indexes if path == newest] or indexes
+    return [Path(str(path).removesuffix(".index")) for path in indexes]
+
+
 def resolve_prefix(path: str | os.PathLike) -> Path:
     """The checkpoint prefix ``path`` names, or a ValueError that says which path to give instead."""
     path = Path(path)
-    if _DATA_SUFFIX in path.name or path.suffix in (".index", ".meta"):
-        text = str(path)
-        prefix = text[: text.rindex(_DATA_SUFFIX)] if _DATA_SUFFIX in path.name else text.removesuffix(path.suffix)
+    prefix = _prefix_of_file(path)
+    if prefix != path:
         raise ValueError(
             f"{path} is one file of a TensorFlow checkpoint; give the checkpoint's prefix instead, i.e. the "
             f"path without .index/.meta/.data-*: {prefix}"

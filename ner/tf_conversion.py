@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from ner.errors import DataFileError
-from ner.loading import new_work_folder
+from ner.files import new_work_folder
 from ner.tf_checkpoint import OBJECT_GRAPH_KEY, TFCheckpoint, resolve_prefix
+from ner.tokenizer import name_says_case, vocabulary_casing
 
 logger = logging.getLogger(__name__)
 
@@ -355,12 +356,9 @@ def read_vocab(path: str | os.PathLike) -> list[str]:
 
 
 def guess_lower_case(tokens: list[str], names: list[str]) -> tuple[bool, str]:
-    """Lowercase unless the vocabulary has capitalised word pieces or a folder name says "cased"."""
-    pieces = [token.removeprefix("##") for token in tokens if not token.startswith("[")]
-    alphabetic = [piece for piece in pieces if piece[:1].isalpha()]
-    share = sum(piece[0].isupper() for piece in alphabetic) / len(alphabetic) if alphabetic else 0.0
-    named = next(("uncased" if "uncased" in n.lower() else "cased" for n in names if "cased" in n.lower()), None)
-    cased_vocab = share > 0.01  # the threshold ner.loading applies to tokenizers
+    """Lowercase unless the vocabulary is cased or a folder name says "cased" (the rule of ``ner.tokenizer``)."""
+    cased_vocab, share = vocabulary_casing(tokens)
+    named = name_says_case(names)
     vocab_says = f"{100 * share:.1f}% of the vocabulary's word pieces are capitalised"
     if not cased_vocab and named != "cased":
         return True, vocab_says + (" and the folder name says uncased" if named == "uncased" else "")
@@ -551,7 +549,7 @@ def convert_tf_checkpoint(
 def convert_for_loading(prefix: Path, config: Path | None, vocab: Path | None, work: Path) -> None:
     """Write config.json, model.safetensors and the tokenizer into the existing folder ``work``.
 
-    For ``ner.loading``: the encoder must be complete; missing pooler/pre-training heads are fine (an NER
+    For ``ner.staging``: the encoder must be complete; missing pooler/pre-training heads are fine (an NER
     model does not use them). A fine-tuned classifier is kept, as by ``convert_tf_checkpoint`` (labels
     ``LABEL_0``...), so that ``run_ner.py`` can predict with it.
     """

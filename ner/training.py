@@ -12,8 +12,8 @@ import torch
 from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
 from transformers.trainer_utils import EvalPrediction, IntervalStrategy
 
+from ner.alignment import word_sources, word_tags
 from ner.metrics import entity_scores
-from ner.predict import word_tags
 
 logger = logging.getLogger(__name__)
 
@@ -86,18 +86,14 @@ class WordLevelMetrics:
     """
 
     def __init__(self, examples: Any, gold: Sequence[Sequence[str]], id2label: dict[int, str], scheme: str) -> None:
-        self.sentence_index = examples["sentence_index"]
-        self.word_positions = examples["word_positions"]
-        self.word_margins = examples["word_margins"]
+        self.sources = word_sources(examples, [len(tags) for tags in gold])  # where each word's tag is read
         self.gold = gold
         self.id2label = id2label
         self.scheme = scheme
         self.predicted: list[list[str]] = []
 
     def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
-        self.predicted = word_tags(
-            prediction.predictions, self.sentence_index, self.word_positions, self.word_margins, self.id2label, len(self.gold)
-        )
+        self.predicted = word_tags(prediction.predictions, self.sources, self.id2label)
         return entity_scores(self.gold, self.predicted, self.scheme)
 
 

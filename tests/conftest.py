@@ -1,9 +1,12 @@
-"""Shared fixtures: the real data's location, a tiny random BERT built on the fly (no downloads), and that
-BERT trained once per session into a tagger that finds the entities of a small synthetic corpus."""
+"""Shared fixtures: the real data's location, a tiny random BERT built on the fly (no downloads), and the models
+made from it once per session: folders with a scaled-up random classifier (cheap, messy predictions), one
+run_ner.py run on the demo sample (the output folder as published), and a tagger trained until it finds the
+entities of a small synthetic corpus. A test that needs other settings makes its own model."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import string
 from collections.abc import Iterator, Sequence
@@ -15,6 +18,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# One torch thread for the tiny models (see torch_threads for why) unless the developer chose otherwise, set before
+# torch is imported so that it holds in the processes the tests start too; slow tests get every core (below).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -23,6 +29,9 @@ DEMO_DATA = REPO / "demo" / "data"
 WORDS = """the a of in to and said on for at by with from was is it that as be has have will new
 year years city state government company president minister group club party police bank
 market first two three people world team season match win won against after before""".split()
+DEMO_LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]  # run_ner's list for demo/data
+PER_LOC_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+FAKE_TOKEN = "hf_FAKEtokenFAKEtokenFAKEtoken1234"
 
 
 def make_tiny_bert(
@@ -80,7 +89,7 @@ def make_scaled_classifier_folder(tiny_bert: Path, folder: Path, labels: Sequenc
 
     from ner.modeling import load_model
 
-    model = load_model(str(tiny_bert), list(labels), **head)
+    model = load_model(str(tiny_bert), list(labels), head=head)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         model.classifier.weight.copy_(torch.randn(model.classifier.weight.shape, generator=generator) * 3)
@@ -94,6 +103,25 @@ def make_scaled_classifier_folder(tiny_bert: Path, folder: Path, labels: Sequenc
 def tiny_bert(tmp_path_factory) -> Path:
     # Seeded: every session tests the same weights, so a check on a random model cannot pass or fail by draw.
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def plain_model(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT with a scaled-up classifier over ``PER_LOC_LABELS``: varied, messy predictions, no training."""
+    return make_scaled_classifier_folder(tiny_bert, tmp_path_factory.mktemp("scaled") / "plain", PER_LOC_LABELS)
+
+
+@pytest.fixture(scope="session")
+def context_model(tiny_bert, tmp_path_factory) -> Path:
+    """``plain_model`` with document context: each sentence sees up to 16 sub-tokens of its neighbours."""
+    return make_scaled_classifier_folder(tiny_bert, tmp_path_factory.mktemp("scaled") / "context", PER_LOC_LABELS,
+                                         context_size=16)
+
+
+@pytest.fixture(scope="session")
+def demo_model(tiny_bert, tmp_path_factory) -> Path:
+    """``plain_model`` over the demo sample's labels (``DEMO_LABELS``), linear head and argmax decoding."""
+    return make_scaled_classifier_folder(tiny_bert, tmp_path_factory.mktemp("scaled") / "demo", DEMO_LABELS)
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +155,16 @@ def one_torch_thread() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def every_core_for_slow_tests(request) -> Iterator[None]:
+    """A slow test fine-tunes a real model (MiniLM), which does gain from more threads: it gets all of them."""
+    if request.node.get_closest_marker("slow") is None:
+        yield
+        return
+    with torch_threads(os.cpu_count() or 1):
+        yield
+
+
 class Tagger(NamedTuple):
     """The session's trained tagger: its ``run_ner`` output folder, its data and its results."""
 
@@ -157,3 +195,67 @@ def tagger(tmp_path_factory) -> Tagger:
     for key in ("eval_f1", "predict_f1"):
         assert results[key] >= TAGGER_MIN_F1, f"the session tagger did not learn its corpus: {key} {results[key]:.4f}"
     return Tagger(root / "out", root / "data", results)
+
+
+def run_and_push(argv: list[str]) -> tuple[dict, dict, list[logging.LogRecord]]:
+    """``run_ner.main(argv)`` with the Hub client replaced at its boundary: results, what was uploaded, log records."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
+    from run_ner import main
+
+    calls: dict = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = (repo_id, kwargs)
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, folder_path, repo_id, ignore_patterns, **kwargs):
+        paths = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
+        calls["uploaded"] = sorted(filter_repo_objects(paths, ignore_patterns=ignore_patterns))
+        calls["upload_repo"] = repo_id
+        calls["contents"] = {p: (Path(folder_path) / p).read_bytes() for p in calls["uploaded"]}
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(HfApi, "create_repo", create_repo)
+    patch.setattr(HfApi, "upload_folder", upload_folder)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger().addHandler(handler)
+    try:
+        results = main(argv)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        patch.undo()
+    return results, calls, records
+
+
+class DemoRun(NamedTuple):
+    """The session's ``run_ner.py`` run on the demo sample, pushed to a stand-in Hub."""
+
+    out: Path  # the output folder: model, checkpoint-13 and -26, predictions, reports, plots, card, TensorBoard runs/
+    results: dict[str, float]  # what run_ner.main returned
+    calls: dict  # what the Hub client got: create_repo, upload_repo, uploaded (paths), contents (path -> bytes)
+    records: list[logging.LogRecord]  # every log record of the run
+
+
+@pytest.fixture(scope="session")
+def demo_run(tiny_bert, tmp_path_factory) -> DemoRun:
+    """The tiny BERT trained, evaluated and published once per session as a user would: train, dev and test of
+    demo/data, 2 epochs of 13 steps with a checkpoint and dev scores after each, the loss logged every 5 steps
+    to TensorBoard, then ``--push_to_hub`` (with a token, without ``--push_eval_text``).
+
+    For tests of what a run leaves (files, card, reports, plots, logs, upload); the model tags little.
+    """
+    root = tmp_path_factory.mktemp("demo-run")
+    results, calls, records = run_and_push([
+        "--model_name_or_path", str(tiny_bert), "--train_file", str(DEMO_DATA / "train.txt"),
+        "--validation_file", str(DEMO_DATA / "dev.txt"), "--test_file", str(DEMO_DATA / "test.txt"),
+        "--output_dir", str(root / "out"), "--data_cache_dir", str(root / "cache"),
+        "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2", "--learning_rate", "1e-3",
+        "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32",
+        "--logging_steps", "5", "--report_to", "tensorboard",
+        "--push_to_hub", "--hub_model_id", "someone/tiny-ner", "--hub_token", FAKE_TOKEN,
+    ])
+    return DemoRun(root / "out", results, calls, records)

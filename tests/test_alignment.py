@@ -3,9 +3,11 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from ner.alignment import continuation_labels, encode_sentences, plan_windows, require_fast_tokenizer
-from ner.modeling import IGNORE_INDEX
-from ner.predict import word_tags
+from ner.alignment import (
+    continuation_labels, encode_sentences, plan_windows, require_fast_tokenizer, resolve_max_seq_length, word_sources,
+    word_tags,
+)
+from ner.schemes import IGNORE_INDEX
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
@@ -15,6 +17,12 @@ ID2LABEL = dict(enumerate(LABELS))
 @pytest.fixture(scope="module")
 def tokenizer(tiny_bert):
     return AutoTokenizer.from_pretrained(tiny_bert)
+
+
+def held_words(out, row):
+    """``(word index, position, margin)`` of each word whose first sub-token window ``row`` holds."""
+    first = out["first_word"][row]
+    return [(first + i, p, m) for i, (p, m) in enumerate(zip(out["word_positions"][row], out["word_margins"][row]))]
 
 
 def encode(tokenizer, words, tags=None, **kwargs):
@@ -30,6 +38,7 @@ def test_first_sub_token_carries_the_label(tokenizer):
     out = encode(tokenizer, words, tags)
     tokens = tokenizer.convert_ids_to_tokens(out["input_ids"][0])
     assert tokens[:3] == ["[CLS]", "m", "##a"]  # "maria" is split into characters by the tiny vocabulary
+    assert out["first_word"] == [0]
     labels, positions = out["labels"][0], out["word_positions"][0]
     assert [tokens[p] for p in positions] == ["m", "said", "p"]
     assert [labels[p] for p in positions] == [LABEL2ID[t] for t in tags]
@@ -78,26 +87,67 @@ def test_every_word_of_a_huge_sentence_gets_exactly_one_prediction(tokenizer, wo
     assert all(a[-stride:] == b[:stride] for a, b in zip(pieces, pieces[1:]))
     # Every word is labelled (trained) in at least one window, at its first piece.
     labelled = set()
-    for positions, labels in zip(out["word_positions"], out["labels"]):
-        labelled.update(w for w, p in enumerate(positions) if p >= 0 and labels[p] == LABEL2ID[tags[w]])
+    for row, labels in enumerate(out["labels"]):
+        labelled.update(w for w, p, _ in held_words(out, row) if p >= 0 and labels[p] == LABEL2ID[tags[w]])
     assert labelled == set(range(words_in))
     # Predict with the gold label ids placed at the first pieces: every word comes back, in order.
     gold_ids = [[LABEL2ID[tags[0]]] * max_seq_length for _ in out["input_ids"]]
-    for row, positions in enumerate(out["word_positions"]):
-        for w, p in enumerate(positions):
+    for row in range(len(out["input_ids"])):
+        for w, p, _ in held_words(out, row):
             if p >= 0:
                 gold_ids[row][p] = LABEL2ID[tags[w]]
-    predicted = word_tags(gold_ids, out["sentence_index"], out["word_positions"], out["word_margins"], ID2LABEL, 1)
+    predicted = word_tags(gold_ids, word_sources(out, [words_in]), ID2LABEL)
     assert predicted == [tags]
+
+
+def test_window_data_grows_with_the_window_not_the_sentence(tokenizer):
+    """A window lists only the words whose first sub-token it holds: a 20,000-word sentence in ~600 windows
+    stores ~1.3 entries per word (overlap), not 20,000 per window."""
+    words = [f"w{i % 97}" for i in range(20000)]
+    out = encode(tokenizer, words, max_seq_length=128, stride=32)
+    assert len(out["input_ids"]) > 500
+    assert all(len(positions) <= 126 for positions in out["word_positions"])
+    assert sum(len(positions) for positions in out["word_positions"]) < 1.5 * len(words)
+    assert all(len(p) == len(m) for p, m in zip(out["word_positions"], out["word_margins"]))
+
+
+def test_each_window_holds_the_run_of_words_that_start_in_it(tokenizer):
+    words = ["the", "a", "of", "in", "to", "and", "said", "on", "for", "at", "by", "with", "from", "was", "is"]  # a piece each
+    out = encode(tokenizer, words, max_seq_length=8, stride=2)  # windows of 6: [0,6) [4,10) [8,14) [12,15)
+    assert out["first_word"] == [0, 4, 8, 12]
+    for row, ids in enumerate(out["input_ids"]):
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        held = held_words(out, row)
+        assert [tokens[p] for _, p, _ in held] == [words[w] for w, _, _ in held]
+    assert [m for _, _, m in held_words(out, 1)] == [0, 1, 2, 2, 1, 0]
+    assert [len(out["word_positions"][row]) for row in range(4)] == [6, 6, 6, 3]
+
+
+def test_word_without_sub_tokens_inside_a_window_run_is_listed_as_absent(tokenizer):
+    words = ["the", "a", "of", "in", "\u200b", "to", "and", "said"]  # pieces: the a of in | to and said
+    out = encode(tokenizer, words, max_seq_length=6, stride=1)  # windows of 4 pieces: [0,4) [3,7)
+    assert out["first_word"] == [0, 3]
+    assert out["word_positions"] == [[1, 2, 3, 4], [1, -1, 2, 3, 4]]
+    sources = word_sources(out, [len(words)])[0]
+    assert sources[4] is None and sources[3] == (0, 4) and sources[5] == (1, 2)
+    marker = [[row] * 6 for row in range(2)]
+    assert word_tags(marker, [sources], {0: "B-PER", 1: "I-PER"}) == [["B-PER"] * 4 + ["O"] + ["I-PER"] * 3]
+
+
+def test_a_sentence_without_examples_is_refused():
+    examples = {"sentence_index": [0], "first_word": [0], "word_positions": [[1]], "word_margins": [[0]]}
+    with pytest.raises(ValueError, match=r"No prediction for sentences \[1\]"):
+        word_sources(examples, [1, 2])
 
 
 def test_word_takes_the_window_where_it_sits_farthest_from_an_edge(tokenizer):
     words = ["said"] * 30  # one piece per word
     out = encode(tokenizer, words, max_seq_length=12, stride=4)  # windows of 10: [0,10) [6,16) [12,22) ...
-    assert out["word_margins"][0][7] == 2 and out["word_margins"][1][7] == 1
+    margins = [{w: m for w, _, m in held_words(out, row)} for row in range(len(out["input_ids"]))]
+    assert margins[0][7] == 2 and margins[1][7] == 1
     marker = [[row] * 12 for row in range(len(out["input_ids"]))]  # predicted id = window number
     labels = {i: f"window{i}" for i in range(len(out["input_ids"]))}
-    predicted = word_tags(marker, out["sentence_index"], out["word_positions"], out["word_margins"], labels, 1)[0]
+    predicted = word_tags(marker, word_sources(out, [len(words)]), labels)[0]
     assert predicted[7] == "window0" and predicted[9] == "window1" and predicted[29] == f"window{len(labels) - 1}"
 
 
@@ -122,6 +172,45 @@ def test_context_is_shown_but_not_labelled_and_stays_in_its_document(tokenizer):
     # Sentence 3 is alone in document 1: context never crosses the -DOCSTART- boundary.
     assert context["input_ids"][3] == plain["input_ids"][3]
     assert tokenizer.convert_ids_to_tokens(context["input_ids"][2])[-2] == "team"  # nothing after, same document ends
+
+
+class Tokenizer:
+    def __init__(self, model_max_length):
+        self.model_max_length = model_max_length
+
+
+class Config:
+    def __init__(self, max_position_embeddings):
+        self.max_position_embeddings = max_position_embeddings
+
+
+@pytest.mark.parametrize(
+    "requested, model_max_length, positions, expected",
+    [
+        (None, 128, 128, 128),  # default: the model's limit...
+        (None, 10**30, 1024, 512),  # ...at most 512 (a tokenizer without a limit says 1e30)
+        (0, 512, 514, 512),
+        (64, 128, 128, 64),
+        (1024, 10**30, 1024, 1024),  # an explicit window above 512 that the model takes is kept
+        (128, 128, 256, 128),
+    ],
+)
+def test_max_seq_length_rule(requested, model_max_length, positions, expected):
+    assert resolve_max_seq_length(requested, Tokenizer(model_max_length), Config(positions)) == expected
+
+
+@pytest.mark.parametrize(
+    "requested, model_max_length, positions, pattern",
+    [
+        (129, 128, 512, r"max_seq_length 129 is over the model's limit of 128 positions .*give at most 128, or leave it out for 128"),
+        (600, 10**30, 514, r"max_seq_length 600 is over the model's limit of 514 positions .*leave it out for 512"),
+        (2, 128, 128, r"max_seq_length 2 leaves no room for a sub-token beside \[CLS\] and \[SEP\]; give at least 3"),
+        (-5, 128, 128, r"max_seq_length -5 leaves no room"),
+    ],
+)
+def test_max_seq_length_over_the_limit_is_refused(requested, model_max_length, positions, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        resolve_max_seq_length(requested, Tokenizer(model_max_length), Config(positions))
 
 
 def test_continuation_labels():

@@ -7,7 +7,8 @@ import torch
 from transformers import BertTokenizerFast, DataCollatorForTokenClassification
 
 from ner.batching import PackingCollator, example_lengths, pack_rows, packing_unsupported
-from ner.modeling import IGNORE_INDEX, load_model
+from ner.modeling import load_model
+from ner.schemes import IGNORE_INDEX
 
 LABELS = ["O", "B-PER", "I-PER"]
 
@@ -85,7 +86,7 @@ def test_packed_rows_keep_positions_and_mask_blocks(model_and_tokenizer):
 
 
 def test_packing_is_refused_with_a_crf(tiny_bert):
-    model = load_model(str(tiny_bert), LABELS, use_crf=True)
+    model = load_model(str(tiny_bert), LABELS, head={"use_crf": True})
     assert "CRF" in packing_unsupported(model, None)
 
 

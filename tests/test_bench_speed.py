@@ -1,4 +1,6 @@
-"""Smoke test of bench/speed.py: both recipes run on a few demo sentences and report every figure (no time is asserted)."""
+"""Smoke tests of bench/speed.py (both recipes run on a few demo sentences and report every figure) and
+bench/predict_speed.py; no time is asserted. A run's cost is mostly fixed (Trainer setup, the plots, garbage
+collection between runs), not the dozen sentences."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ FIGURES = {
 }
 
 
+@pytest.mark.integration  # three trainings and two run_ner.py runs
 @pytest.mark.filterwarnings("ignore:.pin_memory. argument")  # the stock recipe keeps its defaults
 def test_speed_harness_runs_stock_and_ours(speed, tiny_bert, tmp_path, capsys):
     out = tmp_path / "speed.json"
@@ -63,21 +66,14 @@ def test_gpu_mode_needs_a_gpu(speed):
         speed.parse_arguments(["--gpu"])
 
 
-def test_predict_speed_benchmark_runs(tiny_bert, tmp_path):
+@pytest.mark.integration  # the whole benchmark: pipeline() and NerPredictor, in fp32 and bf16
+def test_predict_speed_benchmark_runs(demo_model, tmp_path):
     """bench/predict_speed.py on a tiny folder: every run reported, F1 against gold, fp32/bf16 agreement."""
-    from transformers import BertTokenizerFast
-
-    from ner.modeling import load_model
-
     spec = importlib.util.spec_from_file_location("bench_predict_speed", REPO / "bench" / "predict_speed.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    folder = tmp_path / "model"
-    labels = ["O"] + [f"{p}-{t}" for t in ("LOC", "MISC", "ORG", "PER") for p in "BI"]
-    load_model(str(tiny_bert), labels).save_pretrained(folder)
-    BertTokenizerFast.from_pretrained(tiny_bert).save_pretrained(folder)
     report = module.main([
-        "--model", str(folder), "--data", str(DEMO_DATA / "test.txt"), "--sentences", "12", "--repeat", "2",
+        "--model", str(demo_model), "--data", str(DEMO_DATA / "test.txt"), "--sentences", "12", "--repeat", "2",
         "--out", str(tmp_path / "speed.json"),
     ])
     runs = report["results"]

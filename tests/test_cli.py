@@ -11,27 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_scaled_classifier_folder
+from conftest import PER_LOC_LABELS as LABELS
 from ner.cli import detect_format, main, predict_file
 from ner.errors import DataFileError
 from ner.inference import NerPredictor
-
-LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-
-
-def make_model(tiny_bert: Path, folder: Path, context_size: int) -> Path:
-    """A folder NerPredictor loads: the tiny BERT with a classifier scaled up so it predicts varied tags."""
-    return make_scaled_classifier_folder(tiny_bert, folder, LABELS, context_size=context_size)
-
-
-@pytest.fixture(scope="module")
-def plain_model(tiny_bert, tmp_path_factory) -> Path:
-    return make_model(tiny_bert, tmp_path_factory.mktemp("cli") / "plain", context_size=0)
-
-
-@pytest.fixture(scope="module")
-def context_model(tiny_bert, tmp_path_factory) -> Path:
-    return make_model(tiny_bert, tmp_path_factory.mktemp("cli") / "context", context_size=16)
 
 
 @pytest.fixture
@@ -102,6 +85,26 @@ def test_tagged_conll_keeps_its_gold(plain_model, tmp_path):
     main(["predict", "--model", str(plain_model), "--input", str(source), "--output", str(output), "--device", "cpu"])
     rows = [line.split("\t") for line in output.read_text().splitlines() if line]
     assert [row[:2] for row in rows] == [["Maria", "B-PER"], ["visited", "O"]] and all(len(row) == 3 for row in rows)
+
+
+@pytest.mark.parametrize(
+    "gold, expected",
+    [
+        ([["B-PER", "O"], ["O"]], "-DOCSTART-\tO\tO\n\nMaria\tB-PER\tB-PER\nsaid\tO\tB-LOC\n\nx\tO\tO\n\n"),
+        ([None, None], "-DOCSTART-\tO\n\nMaria\tB-PER\nsaid\tB-LOC\n\nx\tO\n\n"),
+    ],
+    ids=["with gold", "without gold"],
+)
+def test_conll_output_layout(gold, expected):
+    """The exact bytes: ``word[<TAB>gold]<TAB>predicted``, a blank line after each sentence, -DOCSTART- kept."""
+    from ner.cli import Record, write_records
+    from ner.inference import Tagged
+
+    records = [Record(id=1, words=["Maria", "said"], gold=gold[0], doc_start=True), Record(id=2, words=["x"], gold=gold[1])]
+    tagged = [Tagged(["Maria", "said"], ["B-PER", "B-LOC"], [0.9, 0.8]), Tagged(["x"], ["O"], [1.0])]
+    out = io.StringIO()
+    write_records(out, records, tagged, predictor=None, output_format="conll")
+    assert out.getvalue() == expected
 
 
 def test_conll_that_mixes_tagged_and_untagged_lines_is_refused(plain_model, tmp_path):

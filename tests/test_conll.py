@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
@@ -48,6 +49,7 @@ def counts(sentences: list[Sentence]) -> tuple[int, int, int]:
 # --- real data ---------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("name", "split", "n_sentences", "n_tokens", "n_documents"), REAL_COUNTS)
 def test_real_data_counts(name: str, split: str, n_sentences: int, n_tokens: int, n_documents: int) -> None:
     sentences = list(read_conll(shared_file(name, split)))
@@ -57,6 +59,7 @@ def test_real_data_counts(name: str, split: str, n_sentences: int, n_tokens: int
     assert sum(s.doc_start for s in sentences) == (n_documents if name == "conll2003" else 0)
 
 
+@pytest.mark.integration
 def test_real_data_through_builder(tmp_path: Path) -> None:
     files = {"train": "train", "validation": "dev", "test": "test"}
     splits = load_conll({key: str(shared_file("conll2003", s)) for key, s in files.items()}, cache_dir=str(tmp_path))
@@ -438,3 +441,45 @@ def test_load_conll_missing_file(tmp_path: Path) -> None:
 def test_load_conll_takes_file_names_literally(tmp_path: Path) -> None:
     path = write(tmp_path, "a O\n", "train[1].txt")
     assert load_conll({"train": str(path)}, cache_dir=str(tmp_path / "cache"))["train"]["words"] == [["a"]]
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def test_predictions_file_is_word_gold_predicted_with_docstart_kept(tmp_path: Path) -> None:
+    path = tmp_path / "eval_predictions.txt"
+    words = [["EU", "rejects"], ["Peter"], ["New York", "x"]]  # written as given: the predictions file checks nothing
+    gold = [["B-ORG", "O"], ["B-PER"], ["B-LOC", "O"]]
+    predicted = [["B-ORG", "B-ORG"], ["O"], ["O", "O"]]
+    conll.write_predictions(path, words, gold, predicted, [True, False, True])
+    assert path.read_bytes() == (
+        b"-DOCSTART-\tO\tO\n\nEU\tB-ORG\tB-ORG\nrejects\tO\tB-ORG\n\nPeter\tB-PER\tO\n\n"
+        b"-DOCSTART-\tO\tO\n\nNew York\tB-LOC\tO\nx\tO\tO\n\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "columns, doc_start, delimiter, expected",
+    [
+        ((["a", "b"], ["B-X", "O"]), False, "\t", "a\tB-X\nb\tO\n\n"),
+        ((["a"], ["O"]), True, " ", "-DOCSTART- O\n\na O\n\n"),
+        ((["a"], ["B-X"], ["O"]), True, "\t", "-DOCSTART-\tO\tO\n\na\tB-X\tO\n\n"),
+    ],
+)
+def test_write_sentence_layout(columns: tuple, doc_start: bool, delimiter: str, expected: str) -> None:
+    stream = io.StringIO()
+    conll.write_sentence(stream, columns, doc_start=doc_start, delimiter=delimiter)
+    assert stream.getvalue() == expected
+
+
+def test_write_sentence_refuses_columns_of_different_lengths() -> None:
+    with pytest.raises(ValueError, match="zip"):
+        conll.write_sentence(io.StringIO(), (["a", "b"], ["O"]), doc_start=False)
+
+
+def test_write_conll_keeps_a_leading_feff_word_and_reads_back(tmp_path: Path) -> None:
+    sentences = [Sentence(["\ufeffa", "b"], ["O", "B-X"], 0, False, 1), Sentence(["c"], ["O"], 1, True, 4)]
+    path = tmp_path / "out.txt"
+    conll.write_conll(path, sentences)
+    assert path.read_bytes() == "\ufeff\ufeffa\tO\nb\tB-X\n\n-DOCSTART-\tO\n\nc\tO\n\n".encode()
+    assert [(s.words, s.tags, s.doc_start) for s in read_conll(path)] == [(s.words, s.tags, s.doc_start) for s in sentences]

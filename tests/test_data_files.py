@@ -81,6 +81,7 @@ def predictions(path: Path) -> list[list[str]]:
             if block.strip() and not block.startswith("-DOCSTART-")]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("layout", ["tokens", "spans"])
 def test_run_ner_trains_on_json_files(tiny_bert, tmp_path, layout, one_torch_thread):
     from run_ner import main

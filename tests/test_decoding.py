@@ -9,17 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DEMO_DATA, make_scaled_classifier_folder
+from conftest import DEMO_DATA, DEMO_LABELS, make_scaled_classifier_folder
 from ner.alignment import continuation_labels, encode_sentences, tokenize_splits
 from ner.conll import read_conll
 from ner.crf import CRF, allowed_transitions
 from ner.errors import DataFileError
 from ner.inference import NerPredictor
-from ner.modeling import IGNORE_INDEX, BertForNer, load_model
-from ner.schemes import entities
+from ner.modeling import BertForNer, load_model
+from ner.schemes import IGNORE_INDEX, entities
 from run_ner import main
-
-DEMO_LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
 
 def fine_tuned_folder(tiny_bert: Path, folder: Path, labels=DEMO_LABELS, **head) -> Path:
@@ -28,8 +26,9 @@ def fine_tuned_folder(tiny_bert: Path, folder: Path, labels=DEMO_LABELS, **head)
 
 
 @pytest.fixture(scope="module")
-def linear(tiny_bert, tmp_path_factory) -> Path:
-    return fine_tuned_folder(tiny_bert, tmp_path_factory.mktemp("linear") / "model")
+def linear(demo_model) -> Path:
+    """The session's fine-tuned-looking folder over the demo labels: linear head, argmax decoding."""
+    return demo_model
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +72,7 @@ def rewrite_tags(source: Path, target: Path, mapping: dict[str, str]) -> Path:
 # --- 1. a fine-tuned folder keeps its classifier ----------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "mapping, warned",
     [
@@ -94,6 +94,7 @@ def test_reused_folder_keeps_its_classifier_whatever_types_the_file_has(linear, 
         assert results["predict_ANIMAL_recall"] == 0.0 and results["predict_ANIMAL_number"] > 0
 
 
+@pytest.mark.integration
 def test_training_a_fine_tuned_folder_on_other_types_needs_new_classifier(linear, tmp_path):
     train = rewrite_tags(DEMO_DATA / "train.txt", tmp_path / "train.txt", {"B-PER": "B-ANIMAL", "I-PER": "I-ANIMAL"})
     args = ["--model_name_or_path", str(linear), "--train_file", str(train), "--output_dir", str(tmp_path / "out"),
@@ -108,6 +109,7 @@ def test_training_a_fine_tuned_folder_on_other_types_needs_new_classifier(linear
 # --- 2. the F1 is the F1 of the predictor's entities -------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.usefixtures("one_torch_thread")
 def test_scores_are_those_of_the_entities_the_predictor_returns(tagger, tmp_path):
     test_file = tagger.data / "test.txt"
@@ -131,6 +133,7 @@ def test_scores_are_those_of_the_entities_the_predictor_returns(tagger, tmp_path
     assert results["predict_f1"] == pytest.approx(2 * precision * recall / (precision + recall))
 
 
+@pytest.mark.integration
 def test_strict_scores_are_kept_beside_the_conlleval_ones(linear, tmp_path):
     from ner.metrics import entity_scores
 
@@ -147,6 +150,7 @@ def test_strict_scores_are_kept_beside_the_conlleval_ones(linear, tmp_path):
 # --- 3. one decoding, at word level, with --label_all_tokens -------------------------------------------
 
 
+@pytest.mark.integration
 def test_label_all_tokens_does_not_change_how_words_are_decoded(constrained, tmp_path):
     predict_only(constrained, DEMO_DATA / "test.txt", tmp_path / "out", "--label_all_tokens")
     ours = predicted_column(tmp_path / "out" / "predict_predictions.txt")
@@ -237,7 +241,7 @@ def test_constrained_linear_model_is_not_saved_as_a_stock_argmax_model(constrain
 
 
 def test_forward_decodes_in_eval_mode_with_the_crf_rules_as_buffers(tiny_bert):
-    model = load_model(str(tiny_bert), ["O", "B-PER", "I-PER"], use_crf=True).eval()
+    model = load_model(str(tiny_bert), ["O", "B-PER", "I-PER"], head={"use_crf": True}).eval()
     assert {"crf.rules.transitions", "crf.rules.start", "crf.rules.end"} <= dict(model.named_buffers()).keys()
     ids = torch.randint(5, 100, (3, 10))
     starts = torch.rand(3, 10) < 0.6
@@ -271,12 +275,14 @@ def test_reloading_a_saved_model_does_not_warn_about_model_types(tiny_bert, line
     [({}, True), ({"head_layers": 2}, True), ({"decoding": "constrained"}, False), ({"use_crf": True}, False)],
 )
 def test_model_card_gives_the_decoding_that_was_scored(tmp_path, head, pipeline_usage):
-    from ner.model_card import write_model_card
+    from ner.model_card import CardData, write_model_card
+    from ner.results import Results
 
     text = write_model_card(
-        tmp_path, base_model="bert-base-cased", data_files={"train": "train.txt"}, trained=True,
-        label_list=DEMO_LABELS, scheme="IOB2", hyperparameters={"head_layers": 1, "use_crf": False, "decoding": "argmax", **head},
-        results={"eval_f1": 0.5, "eval_number": 3},
+        tmp_path,
+        CardData(base_model="bert-base-cased", data_files={"train": "train.txt"}, trained=True, label_list=DEMO_LABELS,
+                 scheme="IOB2", hyperparameters={"head_layers": 1, "use_crf": False, "decoding": "argmax", **head}),
+        Results.from_metrics({"eval_f1": 0.5, "eval_number": 3}),
     ).read_text(encoding="utf-8")
     usage = text.split("## Usage", 1)[1].split("\n## ", 1)[0]
     assert ("pipeline(\"token-classification\"" in usage) is pipeline_usage

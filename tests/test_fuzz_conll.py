@@ -6,8 +6,11 @@ The property: `read_conll` either returns sentences that round-trip exactly thro
 a line that exists. Never another exception, never a hang (a per-example deadline, and a hard
 alarm in case the reader loops).
 
-The normal run tries 300 files, derandomised so CI is reproducible. The campaign behind the figures
-in RELIABILITY.md: ``FUZZ_EXAMPLES=10000 FUZZ_REPORT=fuzz.json python -m pytest tests/test_fuzz_conll.py``
+The normal run checks the property on one hand-built file per mutation the generator makes (``MUTATIONS``:
+every kind of damage, layout, line ending, byte edit and reader option, and every error kind), then on 100
+generated files, derandomised so CI is reproducible: every kind is tried every run, and the generated files
+try them in combination. The campaign behind the figures in RELIABILITY.md:
+``FUZZ_EXAMPLES=10000 FUZZ_REPORT=fuzz.json python -m pytest tests/test_fuzz_conll.py``
 (FUZZ_REPORT writes the outcome counts and one message per error kind as JSON).
 """
 
@@ -36,7 +39,7 @@ from hypothesis import strategies as st  # noqa: E402
 from ner.conll import read_conll, write_conll  # noqa: E402
 from ner.errors import DataFileError  # noqa: E402
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))  # beside MUTATIONS, which try each kind once
 HARD_LIMIT_S = 20  # a reader that takes this long on a file of at most ~1 MB is hung
 
 # Error kinds, by the start of the reader's message (after "path:line: ").
@@ -233,6 +236,7 @@ def folder(tmp_path_factory) -> Iterator[Path]:
             json.dumps(
                 {
                     "examples": EXAMPLES,
+                    "hand_built_files": len(MUTATIONS),  # counted in the outcomes too
                     "outcomes": dict(outcomes.most_common()),
                     "features": dict(features.most_common()),
                     "messages": first_message,
@@ -245,15 +249,8 @@ def folder(tmp_path_factory) -> Iterator[Path]:
         )
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=timedelta(seconds=5),  # per file; files reach ~1 MB, reading one takes milliseconds
-    derandomize=True,
-    database=None,  # nothing written into the working folder
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(data=any_file, options=options, name=file_names)
-def test_reader_round_trips_or_names_path_and_line(folder: Path, data: bytes, options: dict, name: str) -> None:
+def check_file(folder: Path, data: bytes, options: dict, name: str = "data.txt") -> str:
+    """Assert the property on one file; return its outcome: ``valid`` or ``error: <kind>``."""
     path = folder / name
     path.write_bytes(data)
     tally_features(data)
@@ -271,23 +268,105 @@ def test_reader_round_trips_or_names_path_and_line(folder: Path, data: bytes, op
         outcomes["error: " + kind] += 1
         first_message.setdefault(kind, str(error).replace(str(folder), "…"))
         example_file.setdefault(kind, data)
-        return
+        return "error: " + kind
 
     assert sentences, "read_conll returned no sentences without raising"
     outcomes["valid"] += 1
     if any("\ufeff" in word for sentence in sentences for word in sentence.words):
         outcomes["valid, a word holds U+FEFF"] += 1  # data: it must round-trip like any other word
-    delimiter = options["delimiter"] or "\t"
+    delimiter = options.get("delimiter") or "\t"
     copy = folder / "copy.txt"
     write_conll(copy, sentences, delimiter=delimiter)
     with hard_limit(HARD_LIMIT_S):
-        again = list(read_conll(copy, delimiter=options["delimiter"]))
+        again = list(read_conll(copy, delimiter=options.get("delimiter")))
     assert [(s.words, s.tags, s.doc_start, s.document_id) for s in again] == [
         (s.words, s.tags, s.doc_start, s.document_id) for s in sentences
     ]
     written = copy.read_bytes()
     write_conll(copy, again, delimiter=delimiter)
     assert copy.read_bytes() == written
+    return "valid"
+
+
+# One file per mutation the generator makes, and the outcome it has (each error kind at least once).
+MUTATIONS = [
+    # damaged token lines (token_line)
+    ("column dropped", b"EU\tB-ORG\nrejects\n", {}, "error: ragged columns"),
+    ("column added", b"EU\tB-ORG\nrejects\tgerman\tO\n", {}, "error: ragged columns"),
+    ("empty column", b"EU\tB-ORG\n\tO\n", {}, "error: empty column"),
+    ("separator: double tab", b"EU\tB-ORG\nrejects\t\tO\n", {}, "error: ragged columns"),
+    ("separator: U+3000", "EU\tB-ORG\nrejects\u3000O\n".encode(), {}, "error: ragged columns"),
+    ("separator: no-break space", "EU B-ORG\nrejects\xa0O\n".encode(), {}, "error: ragged columns"),
+    ("separator: vertical tab", b"EU\tB-ORG\nrejects\x0bO\n", {}, "error: ragged columns"),
+    ("separator: none", b"EU\tB-ORG\nrejectsO\n", {}, "error: ragged columns"),
+    ("word: control character", b"E\x1cU\tB-ORG\n", {}, "valid"),
+    ("word: NUL", b"E\x00U\tB-ORG\n", {}, "error: NUL byte"),
+    ("word: U+2028", "E\u2028U\tB-ORG\n".encode(), {}, "valid"),
+    ("word: U+0085", "E\x85U\tB-ORG\n".encode(), {}, "valid"),
+    ("tag: no type", b"EU\tB-\n", {}, "error: unsupported tag"),
+    ("tag: lower case", b"EU\tb-per\n", {}, "error: unsupported tag"),
+    ("tag: no-break space", "EU\tB-PER\xa0\n".encode(), {}, "error: unsupported tag"),
+    ("huge line", ("wé" * 500_000 + "\tO\n").encode(), {}, "valid"),
+    ("junk line", b"EU\tB-ORG\n!!\n", {}, "error: ragged columns"),
+    ("padding", b"  EU\tB-ORG \x0c\nrejects\tO\n", {}, "valid"),
+    # layouts, odd characters, blank lines and -DOCSTART- (conll_files)
+    ("one column", b"EU\nrejects\n", {}, "error: one column only"),
+    ("four columns, spaces", b"EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n", {}, "valid"),
+    ("mixed separators", b"EU \tB-ORG\nrejects\t O\n", {}, "valid"),
+    ("odd characters", "\u200bEU\u0301 😀\tB-\u4e2d\nr\u202ee\tO\n".encode(), {}, "valid"),
+    ("blank lines of whitespace", b"EU\tB-ORG\n \t \n\x0b\nPeter\tB-PER\n\x0c\n", {}, "valid"),
+    ("blank line of CR", b"EU\tB-ORG\n\r\nPeter\tB-PER\n", {}, "valid"),
+    ("empty sentences", b"\n\n\nEU\tB-ORG\n\n\n\n", {}, "valid"),
+    ("-DOCSTART- variants", "-DOCSTART- -X- O O\n\nEU B-ORG\n\n  -DOCSTART-\t-X-\n\nx O\n\n\ufeff-DOCSTART- O\n\ny O\n\n"
+     "-DOCSTART-\n".encode(), {}, "valid"),
+    ("-DOCSTART- look-alikes are words", b"-docstart- O\n-DOCSTART-x O\nEU B-ORG\n", {}, "valid"),
+    ("-DOCSTART- alone", b"-DOCSTART-\n\n", {}, "error: no sentences"),
+    ("no final newline", b"EU\tB-ORG\nrejects\tO", {}, "valid"),
+    ("CRLF", b"EU\tB-ORG\r\nrejects\tO\r\n\r\n", {}, "valid"),
+    ("bare CR", b"EU\tB-ORG\rrejects\tO\r", {}, "error: bare CR"),
+    ("mixed line endings", b"EU\tB-ORG\r\nrejects\tO\n\r\nx\tO\r", {}, "valid"),
+    ("BOM at the start", b"\xef\xbb\xbfEU\tB-ORG\n", {}, "valid"),
+    # byte-level edits
+    ("BOM inside a word", b"EU\tB-ORG\nre\xef\xbb\xbfjects\tO\n", {}, "valid"),
+    ("NUL inserted", b"EU\tB-ORG\nrej\x00ects\tO\n", {}, "error: NUL byte"),
+    ("\\xff inserted", b"EU\tB-ORG\nrej\xffects\tO\n", {}, "error: not UTF-8"),
+    ("lone lead byte", b"EU\tB-ORG\nrej\xc3\n", {}, "error: not UTF-8"),
+    ("encoded surrogate", b"EU\tB-ORG\nrej\xed\xa0\x80ects\tO\n", {}, "error: not UTF-8"),
+    ("overlong encoding", b"EU\tB-ORG\n\xc0\xafrejects\tO\n", {}, "error: not UTF-8"),
+    ("above U+10FFFF", b"EU\tB-ORG\nrejects\xf4\x90\x80\x80\tO\n", {}, "error: not UTF-8"),
+    ("latin-1", "EU\tB-ORG\ncafé\tO\n".encode("latin-1"), {}, "error: not UTF-8"),
+    ("byte deleted", b"EU\tB-ORG\nrejectsO\n", {}, "error: ragged columns"),
+    ("cut short", b"EU\tB-ORG\nrejects\t", {}, "error: empty column"),
+    ("raw bytes", bytes(range(256)), {}, "error: NUL byte"),
+    ("empty file", b"", {}, "error: no sentences"),
+    # reader options
+    ("label_column out of range", b"EU\tB-ORG\n", {"label_column": -3}, "error: column out of range"),
+    ("word and label the same column", b"EU\tB-ORG\n", {"word_column": 1, "label_column": -1}, "error: same column"),
+    ("word_column 1 of 3", b"NNP EU B-ORG\n", {"word_column": 1}, "valid"),
+    ("delimiter tab: words with spaces", b"New York\tB-LOC\n", {"delimiter": "\t"}, "valid"),
+    ("delimiter space on a tab file", b"EU B-ORG\nNew York\tB-LOC\n", {"delimiter": " "}, "error: unsupported tag"),
+]
+
+
+@pytest.mark.parametrize(("data", "options", "outcome"), [m[1:] for m in MUTATIONS], ids=[m[0] for m in MUTATIONS])
+def test_each_mutation_kind_round_trips_or_names_path_and_line(folder: Path, data: bytes, options: dict, outcome: str) -> None:
+    assert check_file(folder, data, options) == outcome
+
+
+def test_the_mutations_reach_every_error_kind() -> None:
+    assert {m[3] for m in MUTATIONS} == {"valid"} | {f"error: {kind}" for kind, _ in ERROR_KINDS}
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=timedelta(seconds=5),  # per file; files reach ~1 MB, reading one takes milliseconds
+    derandomize=True,
+    database=None,  # nothing written into the working folder
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=any_file, options=options, name=file_names)
+def test_reader_round_trips_or_names_path_and_line(folder: Path, data: bytes, options: dict, name: str) -> None:
+    check_file(folder, data, options, name)
 
 
 # --- the writer's own contract ------------------------------------------------------------------

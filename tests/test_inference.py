@@ -13,27 +13,13 @@ from ner.cli import main as cli_main
 from ner.cli import predict_file
 from ner.conll import read_conll
 from ner.inference import NerPredictor, split_words
-from run_ner import main
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_bert, tmp_path_factory) -> Path:
-    """A folder written by run_ner; its classifier then scaled up so that it predicts many (and messy) entities.
-
-    A tiny model trained for seconds predicts only O, which would make agreement checks vacuous.
-    """
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    out = tmp_path_factory.mktemp("inference") / "out"
-    main(["--model_name_or_path", str(tiny_bert), "--train_file", str(DEMO_DATA / "train.txt"),
-          "--output_dir", str(out), "--data_cache_dir", str(out.parent / "cache"), "--do_train",
-          "--max_steps", "2", "--save_strategy", "no"])
-    weights = load_file(out / "model.safetensors")
-    generator = torch.Generator().manual_seed(0)
-    weights["classifier.weight"] = torch.randn(weights["classifier.weight"].shape, generator=generator) * 3
-    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
-    return out
+def trained(demo_model) -> Path:
+    """An output folder over the demo labels whose random classifier is scaled up so that it predicts many (and
+    messy) entities: a tiny model trained for seconds predicts only O, which would make agreement checks vacuous."""
+    return demo_model
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +58,7 @@ def test_raw_text_offsets_map_back_to_the_source(predictor, text):
         assert text[entity.start : entity.end] == entity.text and entity.text.strip() == entity.text
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # ~2,500 windows: 0.7 s on one thread, 1-20 s on two busy ones
 def test_20000_word_document_gets_one_tag_per_word_in_order(predictor):
     words = [f"word{i % 50}" for i in range(20000)]
     predictor.max_seq_length, saved = 64, predictor.max_seq_length
@@ -80,6 +67,14 @@ def test_20000_word_document_gets_one_tag_per_word_in_order(predictor):
     finally:
         predictor.max_seq_length = saved
     assert tagged[0].words == words and len(tagged[0].tags) == 20000 and len(tagged[1].tags) == 1
+
+
+def test_max_seq_length_follows_the_training_rule(trained):
+    """As run_ner.py: default the model's limit (128 here, under 512); a window over the limit is refused, not clamped."""
+    assert NerPredictor(str(trained), device="cpu").max_seq_length == 128
+    assert NerPredictor(str(trained), device="cpu", max_seq_length=32).max_seq_length == 32
+    with pytest.raises(ValueError, match=r"max_seq_length 1000 is over the model's limit of 128 positions .*give at most 128"):
+        NerPredictor(str(trained), device="cpu", max_seq_length=1000)
 
 
 def test_cli_conll_round_trip_keeps_every_word(trained, tmp_path):

@@ -5,7 +5,8 @@ import json
 import pytest
 import yaml
 
-from ner.model_card import is_hub_id, write_model_card
+from ner.model_card import CardData, is_hub_id, write_model_card
+from ner.results import VALIDATION, Results, SplitScores
 
 FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefSECRET"
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
@@ -50,15 +51,17 @@ def card(tmp_path):
     (tmp_path / "all_results.json").write_text(json.dumps(RESULTS))
     path = write_model_card(
         tmp_path,
-        base_model="bert-base-cased",
-        data_files={"train": "conll2003", "validation": "conll2003", "test": "conll2003"},
-        trained=True,
-        label_list=LABELS,
-        scheme="IOB2",
-        hyperparameters=HYPERPARAMETERS,
-        results=json.loads((tmp_path / "all_results.json").read_text()),
+        CardData(
+            base_model="bert-base-cased",
+            data_files={"train": "conll2003", "validation": "conll2003", "test": "conll2003"},
+            trained=True,
+            label_list=LABELS,
+            scheme="IOB2",
+            hyperparameters=HYPERPARAMETERS,
+            model_name="someone/bert-ner",
+        ),
+        Results.from_metrics(json.loads((tmp_path / "all_results.json").read_text())),
         plots=["eval_confusion.png", str(tmp_path / "plots" / "training_curves.png")],
-        model_name="someone/bert-ner",
     )
     assert path == tmp_path / "README.md"
     return path.read_text(encoding="utf-8")
@@ -113,11 +116,9 @@ def test_per_type_table_matches_the_results(card, heading, prefix):
 
 
 def test_scores_are_called_conlleval_compatible_and_strict_keys_are_no_entity_type(card):
-    from ner.reports import per_type_scores
-
     assert "conlleval-compatible" in card and "(an entity opened by `I-` counts)" in card
     assert "strict matching" not in card
-    assert list(per_type_scores(RESULTS, "eval")) == ["LOC", "PER"]
+    assert list(SplitScores.from_metrics(RESULTS, VALIDATION).per_type) == ["LOC", "PER"]
     assert "| strict |" not in card and "| f1 |" not in card
 
 
@@ -144,13 +145,14 @@ def test_local_model_and_files_stay_out_of_the_metadata(tmp_path):
     data.write_text("x O\n")
     path = write_model_card(
         tmp_path / "out",
-        base_model=str(model),
-        data_files={"validation": str(data)},
-        trained=True,
-        label_list=["O", "S-PER", "B-PER", "E-PER", "I-PER"],
-        scheme="IOBES",
-        hyperparameters={},
-        results={"eval_f1": 0.5},
+        CardData(
+            base_model=str(model),
+            data_files={"validation": str(data)},
+            trained=True,
+            label_list=["O", "S-PER", "B-PER", "E-PER", "I-PER"],
+            scheme="IOBES",
+        ),
+        Results.from_metrics({"eval_f1": 0.5}),
     )
     text = path.read_text()
     metadata = front_matter(text)
@@ -165,8 +167,8 @@ def test_local_model_and_files_stay_out_of_the_metadata(tmp_path):
 
 def test_card_without_results_has_no_model_index(tmp_path):
     path = write_model_card(
-        tmp_path, base_model="bert-base-cased", data_files={}, trained=True, label_list=["O"], scheme="IOB2",
-        hyperparameters={}, results={},
+        tmp_path, CardData(base_model="bert-base-cased", trained=True, label_list=["O"], scheme="IOB2"),
+        Results.from_metrics({}),
     )
     metadata = front_matter(path.read_text())
     assert "model-index" not in metadata
@@ -190,8 +192,10 @@ def test_each_file_is_named_for_what_it_was_used_for(tmp_path):
     for path in files.values():
         path.write_text("x O\n")
     path = write_model_card(
-        tmp_path / "out", base_model="bert-base-cased", data_files={k: str(v) for k, v in files.items()}, trained=True,
-        label_list=LABELS, scheme="IOB2", hyperparameters={"learning_rate": 5e-05}, results=RESULTS,
+        tmp_path / "out",
+        CardData(base_model="bert-base-cased", data_files={k: str(v) for k, v in files.items()}, trained=True,
+                 label_list=LABELS, scheme="IOB2", hyperparameters={"learning_rate": 5e-05}),
+        Results.from_metrics(RESULTS),
     )
     text = path.read_text()
     assert (
@@ -203,8 +207,10 @@ def test_each_file_is_named_for_what_it_was_used_for(tmp_path):
 
 def test_hub_dataset_metadata_lists_only_the_training_data(tmp_path):
     path = write_model_card(
-        tmp_path, base_model="bert-base-cased", data_files={"train": "conll2003", "validation": "other/dev-set"},
-        trained=True, label_list=LABELS, scheme="IOB2", hyperparameters={}, results={"eval_f1": 0.5},
+        tmp_path,
+        CardData(base_model="bert-base-cased", data_files={"train": "conll2003", "validation": "other/dev-set"},
+                 trained=True, label_list=LABELS, scheme="IOB2"),
+        Results.from_metrics({"eval_f1": 0.5}),
     )
     text = path.read_text()
     metadata = front_matter(text)
@@ -218,8 +224,10 @@ def test_hub_dataset_metadata_lists_only_the_training_data(tmp_path):
 
 def test_predict_only_card_says_the_model_was_not_trained(tmp_path):
     path = write_model_card(
-        tmp_path, base_model="dslim/bert-base-NER", data_files={"validation": "conll2003", "test": "conll2003"},
-        trained=False, label_list=LABELS, scheme="IOB2", hyperparameters={"max_seq_length": 128}, results=RESULTS,
+        tmp_path,
+        CardData(base_model="dslim/bert-base-NER", data_files={"validation": "conll2003", "test": "conll2003"},
+                 trained=False, label_list=LABELS, scheme="IOB2", hyperparameters={"max_seq_length": 128}),
+        Results.from_metrics(RESULTS),
     )
     text = path.read_text()
     metadata = front_matter(text)
@@ -235,8 +243,10 @@ def test_predict_only_card_says_the_model_was_not_trained(tmp_path):
 @pytest.mark.parametrize("on_hub", [False, True])
 def test_card_says_whether_evaluation_sentences_are_uploaded(tmp_path, on_hub):
     path = write_model_card(
-        tmp_path, base_model="bert-base-cased", data_files={"validation": "conll2003"}, trained=False,
-        label_list=LABELS, scheme="IOB2", hyperparameters={}, results=RESULTS, eval_text_on_hub=on_hub,
+        tmp_path,
+        CardData(base_model="bert-base-cased", data_files={"validation": "conll2003"}, trained=False,
+                 label_list=LABELS, scheme="IOB2", eval_text_on_hub=on_hub),
+        Results.from_metrics(RESULTS),
     )
     section = path.read_text().split("### Evaluation data", 1)[1].split("\n#", 1)[0]
     assert "quote sentences of the evaluation data" in section

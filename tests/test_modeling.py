@@ -1,13 +1,19 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from transformers import AutoModelForTokenClassification
 
-from ner.modeling import IGNORE_INDEX, BertForNer, NerBertConfig, load_model
+from ner.configuration import NerBertConfig
+from ner.modeling import BertForNer, load_model
+from ner.schemes import IGNORE_INDEX
 
 LABELS = ["O", "B-PER", "I-PER"]
 
@@ -54,7 +60,11 @@ def test_loss_covers_labelled_positions_only():
 
 @pytest.mark.parametrize(
     "head, message",
-    [({"head_layers": 0}, "head_layers must be 1"), ({"head_activation": "swish"}, "head_activation 'swish'")],
+    [
+        ({"head_layers": 0}, "head_layers must be 1 or more, got 0"),
+        ({"head_activation": "swish"}, "head_activation 'swish' is not one of gelu, relu, tanh"),
+        ({"decoding": "beam"}, "decoding 'beam' is not one of argmax, constrained"),
+    ],
 )
 def test_bad_head_settings(head, message):
     with pytest.raises(ValueError, match=message):
@@ -64,10 +74,15 @@ def test_bad_head_settings(head, message):
 def test_load_model_puts_labels_in_config_and_keeps_encoder_weights(tiny_bert):
     from safetensors.torch import load_file
 
-    model = load_model(str(tiny_bert), LABELS, head_layers=2)
+    model = load_model(str(tiny_bert), LABELS, head={"head_layers": 2})
     assert model.config.id2label == {0: "O", 1: "B-PER", 2: "I-PER"}
     encoder = load_file(tiny_bert / "model.safetensors")
     assert torch.equal(model.bert.embeddings.word_embeddings.weight, encoder["embeddings.word_embeddings.weight"])
+
+
+def test_load_model_refuses_a_setting_that_is_not_a_head_setting(tiny_bert):
+    with pytest.raises(ValueError, match="Not head settings: head_layer. The head settings are classifier_dropout, head_layers"):
+        load_model(str(tiny_bert), LABELS, head={"head_layer": 2})
 
 
 def test_load_model_keeps_a_trained_label_order(tiny_bert, tmp_path):
@@ -133,19 +148,19 @@ def test_constrained_or_crf_decoding_never_opens_with_i(use_crf):
 
 
 def test_saved_head_settings_are_kept_when_only_predicting(tiny_bert, tmp_path):
-    trained = load_model(str(tiny_bert), LABELS, head_layers=2, use_crf=True)
+    trained = load_model(str(tiny_bert), LABELS, head={"head_layers": 2, "use_crf": True})
     trained.save_pretrained(tmp_path)
     again = load_model(str(tmp_path), LABELS)
     assert again.config.head_layers == 2 and again.config.use_crf
     assert torch.equal(again.crf.transitions, trained.crf.transitions)
-    assert load_model(str(tmp_path), LABELS, decoding="constrained").config.decoding == "constrained"
+    assert load_model(str(tmp_path), LABELS, head={"decoding": "constrained"}).config.decoding == "constrained"
 
 
 def test_crf_masks_survive_from_pretrained(tiny_bert):
     from ner.crf import allowed_transitions
 
     for options, rules in (({"use_crf": True}, lambda m: m.crf.rules), ({"decoding": "constrained"}, lambda m: m.rules)):
-        model = load_model(str(tiny_bert), LABELS, **options)
+        model = load_model(str(tiny_bert), LABELS, head=options)
         model.save_pretrained(tiny_bert.parent / "with-rules")
         for loaded in (model, load_model(str(tiny_bert.parent / "with-rules"), LABELS)):
             tables = rules(loaded).tables()
@@ -158,7 +173,7 @@ def test_crf_masks_survive_from_pretrained(tiny_bert):
 def test_mlp_hidden_layers_keep_the_encoders_scale_and_reload_unchanged(tiny_bert, tmp_path):
     """BERT's std 0.02 init shrinks a hidden layer's output about 5x (MiniLM: rms 0.36 -> 0.07), which left the
     2-layer head at 0.30 dev F1 where the linear head reached 0.73 (bench/heads.json); 1/sqrt(fan_in) keeps it."""
-    model = load_model(str(tiny_bert), LABELS, head_layers=3, head_hidden_size=64)
+    model = load_model(str(tiny_bert), LABELS, head={"head_layers": 3, "head_hidden_size": 64})
     hidden = [m for m in model.head if isinstance(m, nn.Linear)]
     assert [m.in_features for m in hidden] == [32, 64]
     for layer in hidden:
@@ -169,3 +184,35 @@ def test_mlp_hidden_layers_keep_the_encoders_scale_and_reload_unchanged(tiny_ber
     again = load_model(str(tmp_path), LABELS)
     for before, after in zip(model.head.parameters(), again.head.parameters()):
         assert torch.equal(before, after)  # loaded, not initialised anew
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    environment = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    return subprocess.run([sys.executable, "-c", code, *args], env=environment, capture_output=True, text=True, timeout=300)
+
+
+def test_import_ner_leaves_torch_and_transformers_unimported():
+    result = run_python("import sys, ner, ner.schemes; print(sorted({'torch', 'transformers'} & set(sys.modules)))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+AUTO_CLASSES_CHECK = """
+import sys
+import ner
+from transformers import BertModel  # imports AutoConfig midway through the model code: the hardest order
+from transformers import AutoConfig, AutoModelForTokenClassification
+
+print(type(AutoConfig.for_model("ner_bert")).__name__, type(AutoModelForTokenClassification.from_pretrained(sys.argv[1])).__name__)
+"""
+
+
+@pytest.mark.integration  # starts torch in a fresh process: about 6 s on 2 cores
+def test_import_ner_registers_the_auto_classes(tiny_bert, tmp_path):
+    load_model(str(tiny_bert), LABELS, head={"head_layers": 2}).save_pretrained(tmp_path)
+    result = run_python(AUTO_CLASSES_CHECK, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["NerBertConfig", "BertForNer"]

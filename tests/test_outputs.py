@@ -3,65 +3,21 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import DEMO_DATA
-from run_ner import main
+from conftest import DEMO_DATA, FAKE_TOKEN, run_and_push
 
-FAKE_TOKEN = "hf_FAKEtokenFAKEtokenFAKEtoken1234"
-
-
-def run_and_push(argv: list[str]) -> tuple[dict, dict, list[logging.LogRecord]]:
-    """``main(argv)`` with the Hub client replaced at its boundary: results, what was uploaded, log records."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.utils import filter_repo_objects
-
-    calls: dict = {}
-
-    def create_repo(self, repo_id, **kwargs):
-        calls["create_repo"] = (repo_id, kwargs)
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, *, folder_path, repo_id, ignore_patterns, **kwargs):
-        paths = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
-        calls["uploaded"] = sorted(filter_repo_objects(paths, ignore_patterns=ignore_patterns))
-        calls["upload_repo"] = repo_id
-        calls["contents"] = {p: (Path(folder_path) / p).read_bytes() for p in calls["uploaded"]}
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(HfApi, "create_repo", create_repo)
-    patch.setattr(HfApi, "upload_folder", upload_folder)
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logging.getLogger().addHandler(handler)
-    try:
-        results = main(argv)
-    finally:
-        logging.getLogger().removeHandler(handler)
-        patch.undo()
-    return results, calls, records
+pytestmark = pytest.mark.integration  # every test reads a run_ner.py run (the session's demo run or tagger)
 
 
 @pytest.fixture(scope="module")
-def pushed(tiny_bert, tmp_path_factory):
-    """One run with --push_to_hub and TensorBoard (and without --push_eval_text)."""
-    root = tmp_path_factory.mktemp("outputs")
-    out = root / "out"
-    results, calls, records = run_and_push([
-        "--model_name_or_path", str(tiny_bert), "--train_file", str(DEMO_DATA / "train.txt"),
-        "--validation_file", str(DEMO_DATA / "dev.txt"), "--test_file", str(DEMO_DATA / "test.txt"),
-        "--output_dir", str(out), "--data_cache_dir", str(root / "cache"),
-        "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2", "--learning_rate", "1e-3",
-        "--logging_steps", "5", "--report_to", "tensorboard",
-        "--push_to_hub", "--hub_model_id", "someone/tiny-ner", "--hub_token", FAKE_TOKEN,
-    ])
-    return out, results, calls, records
+def pushed(demo_run):
+    """One run with --push_to_hub and TensorBoard (and without --push_eval_text): the session's demo run."""
+    return demo_run
 
 
 @pytest.fixture(scope="module")

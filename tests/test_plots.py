@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from ner.plots import curve_types, plot_confusion, plot_training_curves, plot_type_f1, type_f1_bars
+from ner.results import VALIDATION, SplitScores
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -50,7 +51,7 @@ def test_plot_confusion_without_entities(tmp_path):
 
 
 def test_plot_type_f1(tmp_path):
-    assert_png(plot_type_f1(METRICS, "eval", tmp_path / "eval_type_f1.png"))
+    assert_png(plot_type_f1(SplitScores.from_metrics(METRICS, VALIDATION), tmp_path / "eval_type_f1.png"))
 
 
 @pytest.mark.parametrize(
@@ -73,9 +74,9 @@ def test_an_existing_plot_is_replaced(tmp_path):
 
 
 def test_strict_scores_are_not_taken_for_an_entity_type(tmp_path):
-    metrics = {**METRICS, **STRICT}
-    assert type_f1_bars(metrics, "eval") == [("LOC", 0.6, 6), ("PER", 0.8, 7)]
+    scores = SplitScores.from_metrics({**METRICS, **STRICT}, VALIDATION)
+    assert type_f1_bars(scores) == [("LOC", 0.6, 6), ("PER", 0.8, 7)]
     history = [dict(entry, **STRICT) if "eval_f1" in entry else entry for entry in LOG_HISTORY]
     assert curve_types(history) == ["PER"]
-    assert_png(plot_type_f1(metrics, "eval", tmp_path / "eval_type_f1.png"))
+    assert_png(plot_type_f1(scores, tmp_path / "eval_type_f1.png"))
     assert_png(plot_training_curves(history, tmp_path / "training_curves.png"))

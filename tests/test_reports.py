@@ -6,14 +6,15 @@ import re
 import pytest
 
 from ner.metrics import entity_scores
-from ner.reports import entity_confusion, mark_entities, per_type_scores, top_confusions, write_split_report
+from ner.reports import entity_confusion, mark_entities, top_confusions, write_split_report
+from ner.results import TEST, VALIDATION, SplitScores
 
 TYPES = ("LOC", "ORG", "PER")
 
 
-def confusion_of(gold, predicted, scheme="IOB2"):
-    """The non-zero cells only, as {(row, column): count}."""
-    table = entity_confusion(gold, predicted, scheme)
+def confusion_of(gold, predicted):
+    """The non-zero cells only, as {(row, column): count} (one entity reading serves every scheme)."""
+    table = entity_confusion(gold, predicted)
     return {(row, column): n for row, cells in table.items() for column, n in cells.items() if n}
 
 
@@ -45,7 +46,7 @@ def test_confusion_counts(gold, predicted, expected):
 def test_confusion_table_is_complete_and_agrees_with_the_scores():
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "B-PER"], ["B-LOC", "I-LOC", "O"]]
     predicted = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O", "O"], ["B-LOC", "O", "B-PER"]]
-    table = entity_confusion(gold, predicted, "IOB2")
+    table = entity_confusion(gold, predicted)
     assert list(table) == [*TYPES, "spurious"]
     assert all(list(table[t]) == [*TYPES, "missed"] for t in TYPES)
     assert list(table["spurious"]) == list(TYPES)
@@ -80,25 +81,17 @@ def test_confusion_table_is_complete_and_agrees_with_the_scores():
     ],
 )
 def test_confusion_follows_the_scheme(scheme, gold, predicted, expected):
-    assert confusion_of([gold], [predicted], scheme) == expected
+    assert confusion_of([gold], [predicted]) == expected
 
 
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="same sentences and lengths"):
-        entity_confusion([["O", "O"]], [["O"]], "IOB2")
+        entity_confusion([["O", "O"]], [["O"]])
 
 
 def test_mark_entities():
     words = ["Maria", "Lopez", "visited", "New", "York"]
     assert mark_entities(words, [(0, 2, "PER"), (3, 5, "LOC")]) == "[PER Maria Lopez] visited [LOC New York]"
-
-
-def test_per_type_scores_reads_prefixed_keys_and_types_with_underscores():
-    metrics = {"eval_f1": 0.5, "eval_number": 3, "eval_runtime": 1.0, "eval_samples_per_second": 9.0,
-               "eval_GPE_CITY_f1": 0.5, "eval_GPE_CITY_precision": 1.0, "eval_GPE_CITY_recall": 1 / 3,
-               "eval_GPE_CITY_number": 3, "predict_PER_number": 1}
-    expected = {"GPE_CITY": {"precision": 1.0, "recall": 1 / 3, "f1": 0.5, "support": 3}}
-    assert per_type_scores(metrics, "eval") == expected
 
 
 def table_rows(markdown: str, header: str) -> dict[str, list[str]]:
@@ -121,7 +114,7 @@ def test_write_split_report(tmp_path):
     metrics = {f"eval_{key}": value for key, value in entity_scores(gold, predicted, "IOB2").items()}
     metrics["eval_runtime"] = 0.5
 
-    paths = write_split_report(tmp_path, "eval", words, gold, predicted, "IOB2", metrics)
+    paths = write_split_report(tmp_path, SplitScores.from_metrics(metrics, VALIDATION), words, gold, predicted, "IOB2")
 
     assert paths == [tmp_path / name for name in ("eval_report.md", "eval_report.json", "eval_mistakes.md", "eval_mistakes.json")]
     markdown_path, json_path, mistakes_path, mistakes_json = paths
@@ -149,7 +142,7 @@ def test_write_split_report(tmp_path):
     assert "2 of 3 sentences have an entity error" in mistakes
 
     report = json.loads(json_path.read_text(encoding="utf-8"))
-    assert report["confusion"] == entity_confusion(gold, predicted, "IOB2")
+    assert report["confusion"] == entity_confusion(gold, predicted)
     assert report["per_type"]["PER"] == {"precision": 1.0, "recall": 0.5, "f1": metrics["eval_PER_f1"], "support": 2}
     assert report["overall"]["f1"] == metrics["eval_f1"]
     mistakes = json.loads(mistakes_json.read_text(encoding="utf-8"))["mistakes"]
@@ -163,7 +156,8 @@ def test_report_shows_at_most_ten_mistakes_and_fences_backticks(tmp_path):
     gold = [["B-PER", "O"]] * 12
     predicted = [["O", "O"]] * 12
     metrics = {f"predict_{k}": v for k, v in entity_scores(gold, predicted, "IOB2").items()}
-    report_path, _, markdown_path, json_path = write_split_report(tmp_path, "predict", words, gold, predicted, "IOB2", metrics)
+    scores = SplitScores.from_metrics(metrics, TEST)
+    report_path, _, markdown_path, json_path = write_split_report(tmp_path, scores, words, gold, predicted, "IOB2")
     assert report_path.read_text(encoding="utf-8").startswith("# Entity report: test")
     markdown = markdown_path.read_text(encoding="utf-8")
     assert markdown.startswith("# Mistakes in context: test")
@@ -173,4 +167,4 @@ def test_report_shows_at_most_ten_mistakes_and_fences_backticks(tmp_path):
 
 def test_report_refuses_words_that_do_not_match_the_tags(tmp_path):
     with pytest.raises(ValueError, match="words and tags"):
-        write_split_report(tmp_path, "eval", [["a"]], [["O", "O"]], [["O", "O"]], "IOB2", {})
+        write_split_report(tmp_path, SplitScores.from_metrics({}, VALIDATION), [["a"]], [["O", "O"]], [["O", "O"]], "IOB2")

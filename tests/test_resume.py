@@ -319,6 +319,7 @@ def main_args(model: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.integration
 def test_last_resumes_the_run_that_overwrote_the_folder_not_the_earlier_one(tiny_bert, tmp_path, caplog):
     from run_ner import main
 
@@ -342,6 +343,7 @@ def test_last_resumes_the_run_that_overwrote_the_folder_not_the_earlier_one(tiny
     assert read_run_id(out) == run_b and checkpoint_run_id(out / "checkpoint-4") == run_b  # rewritten by run B
 
 
+@pytest.mark.integration
 def test_a_checkpoint_of_an_older_version_resumes_and_gets_stamped(tiny_bert, tmp_path):
     from run_ner import main
 

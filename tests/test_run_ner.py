@@ -1,4 +1,5 @@
-"""End to end through ``run_ner.main`` with a tiny random BERT on the shipped demo sample."""
+"""End to end through ``run_ner.main`` with a tiny random BERT on the shipped demo sample (the session's ``demo_run``
+and runs of their own where a test needs other settings)."""
 
 from __future__ import annotations
 
@@ -45,15 +46,9 @@ def prediction_rows(path: Path) -> tuple[list[list[str]], int]:
     return sentences, docstarts
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_bert, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("run") / "out"
-    results = main(base_args(tiny_bert, out, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2"))
-    return out, results
-
-
-def test_end_to_end_writes_metrics_predictions_and_model(trained):
-    out, results = trained
+@pytest.mark.integration
+def test_end_to_end_writes_metrics_predictions_and_model(demo_run):
+    out, results = demo_run.out, demo_run.results
     all_results = json.loads((out / "all_results.json").read_text())
     for key in ("train_loss", "eval_f1", "eval_precision", "eval_recall", "eval_accuracy", "predict_f1", "eval_PER_f1"):
         assert key in all_results, key
@@ -66,9 +61,10 @@ def test_end_to_end_writes_metrics_predictions_and_model(trained):
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-13", "checkpoint-26"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name, source", [("eval", "dev.txt"), ("predict", "test.txt")])
-def test_predictions_file_has_one_line_per_input_word(trained, name, source):
-    out, _ = trained
+def test_predictions_file_has_one_line_per_input_word(demo_run, name, source):
+    out = demo_run.out
     sentences, docstarts = prediction_rows(out / f"{name}_predictions.txt")
     expected = list(read_conll(DEMO_DATA / source))
     assert docstarts == sum(s.doc_start for s in expected) > 0
@@ -78,13 +74,14 @@ def test_predictions_file_has_one_line_per_input_word(trained, name, source):
     assert all(len(row) == 3 and row[2] in labels for s in sentences for row in s)
 
 
-def test_output_folder_reloads_in_stock_and_own_classes(trained):
+@pytest.mark.integration
+def test_output_folder_reloads_in_stock_and_own_classes(demo_run):
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from ner.modeling import BertForNer
 
-    out, _ = trained
+    out = demo_run.out
     tokenizer = AutoTokenizer.from_pretrained(out)
     batch = tokenizer([["Maria", "visited", "Porto", "."]], is_split_into_words=True, return_tensors="pt")
     stock = AutoModelForTokenClassification.from_pretrained(out).eval()
@@ -95,6 +92,7 @@ def test_output_folder_reloads_in_stock_and_own_classes(trained):
     assert stock.config.id2label[0] == "O"
 
 
+@pytest.mark.integration
 @pytest.mark.usefixtures("one_torch_thread")
 def test_predict_only_with_trained_folder_reproduces_scores(tagger, tmp_path):
     """The saved folder alone gives the training run's dev and test predictions, word for word, and its scores."""
@@ -118,6 +116,7 @@ def test_predict_only_with_trained_folder_reproduces_scores(tagger, tmp_path):
     assert again["eval_f1"] >= 0.9 and again["predict_f1"] >= 0.9  # a model that tags, so that the files could differ
 
 
+@pytest.mark.integration
 def test_resume_from_last_checkpoint(tiny_bert, tmp_path):
     out = tmp_path / "out"
     common = ["--do_train", "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "no", "--max_train_samples", "64"]
@@ -131,6 +130,7 @@ def test_resume_from_last_checkpoint(tiny_bert, tmp_path):
     assert (out / "checkpoint-6").is_dir()
 
 
+@pytest.mark.integration
 def test_config_file_yaml_and_json(tiny_bert, tmp_path):
     settings = {
         "model_name_or_path": str(tiny_bert),
@@ -152,6 +152,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_label_seen_only_in_test_is_added_to_the_list(tiny_bert, tmp_path):
     train = write(tmp_path / "train.txt", "Maria\tB-PER\nsaid\tO\n\nPorto\tB-LOC\nwon\tO\n")
     test = write(tmp_path / "test.txt", "Acme\tB-ORG\nwon\tO\n")
@@ -172,6 +173,7 @@ def test_label_missing_from_label_list_names_file_and_line(tiny_bert, tmp_path):
               "--data_cache_dir", str(tmp_path / "cache"), "--do_train", "--do_predict", "--max_steps", "1"])
 
 
+@pytest.mark.integration
 def test_long_sentence_becomes_windows_and_every_word_is_predicted(tiny_bert, tmp_path, caplog):
     long_sentence = "".join(f"word{i}\t{'B-PER' if i % 10 == 0 else 'O'}\n" for i in range(60))
     data = write(tmp_path / "dev.txt", long_sentence + "\nshort\tO\n")
@@ -206,6 +208,7 @@ def test_no_data_is_an_error(tiny_bert, tmp_path):
         main(["--model_name_or_path", str(tiny_bert), "--output_dir", str(tmp_path), "--do_train"])
 
 
+@pytest.mark.integration
 def test_hub_style_dataset_folder(tiny_bert, tmp_path):
     """--dataset_name with a local folder in the Hub's tokens/ner_tags layout (offline stand-in for the Hub)."""
     folder = tmp_path / "hubdata"
@@ -221,12 +224,14 @@ def test_hub_style_dataset_folder(tiny_bert, tmp_path):
     assert sentences[0][0][:2] == ["Maria", "B-PER"]
 
 
+@pytest.mark.integration
 def test_bf16_mixed_precision_on_cpu(tiny_bert, tmp_path):
     results = main(base_args(tiny_bert, tmp_path / "out", "--do_train", "--do_eval", "--max_steps", "3",
                              "--bf16", "--use_cpu", "--save_strategy", "no"))
     assert results["train_loss"] > 0 and 0 <= results["eval_f1"] <= 1
 
 
+@pytest.mark.integration
 def test_crf_run_then_predict_only_and_constrained_decoding(tiny_bert, tmp_path):
     out = tmp_path / "crf"
     trained = main(base_args(tiny_bert, out, "--do_train", "--do_eval", "--max_steps", "6", "--use_crf", "--save_strategy", "no"))

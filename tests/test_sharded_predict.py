@@ -3,8 +3,8 @@ chunk order, resuming after a crash or ``kill -9``, refusing other settings, and
 
 The reference everywhere is ``predict_file`` writing to a string in one process: the stream the command
 wrote before this module existed. Every other run must give the same bytes. Models are the tiny BERT with a
-scaled-up random classifier (conftest), so the output holds many entities and their scores; a chunk tagged
-twice, dropped or put out of order would change it.
+scaled-up random classifier (conftest's plain_model and context_model), so the output holds many entities and
+their scores; a chunk tagged twice, dropped or put out of order would change it.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO, WORDS, make_scaled_classifier_folder, torch_threads
+from conftest import REPO, WORDS, torch_threads
 from ner.cli import main, predict_file, read_records
 from ner.inference import NerPredictor
 from ner.sharded import MANIFEST, MERGED, PROGRESS, Merger, deal, estimate_inputs, input_chunks, part_name, work_folder
 
-LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 CHUNK = 8
 TIMEOUT_S = 120  # a deadlocked rank fails the test instead of hanging CI
 LAUNCH = [
@@ -68,12 +67,8 @@ def write_corpus(path: Path, documents: int, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(tiny_bert, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("sharded")
-    return {
-        "plain": make_scaled_classifier_folder(tiny_bert, root / "plain", LABELS),
-        "context": make_scaled_classifier_folder(tiny_bert, root / "context", LABELS, context_size=16),
-    }
+def models(plain_model, context_model) -> dict[str, Path]:
+    return {"plain": plain_model, "context": context_model}
 
 
 @pytest.fixture(scope="module")

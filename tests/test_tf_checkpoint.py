@@ -14,7 +14,9 @@ import pytest
 import ner.tf_checkpoint as tf_checkpoint
 from make_tf_fixtures import MANY_COUNT, STRING_VALUES, many_name
 from ner.errors import DataFileError
-from ner.tf_checkpoint import TFCheckpoint, crc32c, mask_crc, resolve_prefix, unmask_crc
+from ner.tf_checkpoint import (
+    TFCheckpoint, checkpoint_prefix, checkpoints_in, crc32c, mask_crc, resolve_prefix, unmask_crc,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tf"
 BERT = FIXTURES / "uncased_L-2_H-8_A-2" / "bert_model.ckpt"
@@ -185,6 +187,22 @@ def test_unknown_prefix_suggests_the_checkpoints_there(tmp_path):
     with pytest.raises(ValueError, match="is a folder; give the checkpoint prefix inside it"):
         resolve_prefix(tmp_path)
     assert resolve_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize("suffix", ["", ".index", ".meta", ".data-00000-of-00001"])
+def test_checkpoint_prefix_accepts_the_prefix_or_any_of_its_files(suffix):
+    assert checkpoint_prefix(f"{BERT}{suffix}") == BERT
+    assert checkpoint_prefix(BERT.parent / "model.ckpt") is None and checkpoint_prefix(BERT.parent) is None
+
+
+def test_checkpoints_in_a_folder_the_newest_when_tfs_checkpoint_file_names_it(tmp_path):
+    first = copy_checkpoint(BERT, tmp_path)
+    shutil.copy(f"{BERT}.index", tmp_path / "model.ckpt-9.index")
+    assert checkpoints_in(tmp_path) == [first, tmp_path / "model.ckpt-9"]
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-9"\nall_model_checkpoint_paths: "x"\n')
+    assert checkpoints_in(tmp_path) == [tmp_path / "model.ckpt-9"]
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "gone"\n')  # names none of them: all are listed
+    assert len(checkpoints_in(tmp_path)) == 2 and checkpoints_in(tmp_path / "empty") == []
 
 
 def test_benchmark_writer_reproduces_tensorflows_files_byte_for_byte(tmp_path):

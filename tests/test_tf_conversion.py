@@ -13,9 +13,10 @@ import torch
 from safetensors import safe_open
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining, BertForTokenClassification
 
-from convert_tf_to_pytorch import find_release_files, main
+from convert_tf_to_pytorch import ConversionArguments, main, resolve_files
 from make_tf_fixtures import CONFIG, NUM_NER_LABELS, reference_weights
 from ner.errors import DataFileError
+from ner.staging import prepare_model_source
 from ner.tf_checkpoint import TFCheckpoint
 from ner.tf_conversion import RULES, convert_for_loading, convert_tf_checkpoint
 from test_tf_checkpoint import flip_byte, load_bench
@@ -37,8 +38,13 @@ def release(name: str, tmp_path: Path) -> Path:
     return Path(shutil.copytree(FIXTURES / name, tmp_path / name))
 
 
+def release_files(folder: Path) -> tuple[str, str, str]:
+    """(prefix, config, vocab) as the converter's command line finds them in a release folder."""
+    return resolve_files(ConversionArguments(), str(folder))[:3]
+
+
 def convert(folder: Path, out: Path, **options):
-    prefix, config, vocab = find_release_files(folder)
+    prefix, config, vocab = release_files(folder)
     return convert_tf_checkpoint(prefix, config, vocab, out, **options)
 
 
@@ -195,6 +201,7 @@ def write_disease_checkpoint(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.integration
 def test_run_ner_predicts_with_a_converted_classifier(tmp_path):
     from run_ner import main as run_ner
 
@@ -320,21 +327,21 @@ def test_folder_without_bert_config_is_named(tmp_path):
     (folder / "bert_config.json").unlink()
     with pytest.raises(ValueError, match=r"no bert_config.json in it \(found: bert_model.ckpt.data-00000-of-00001, "
                        r"bert_model.ckpt.index, vocab.txt\); pass it with --bert_config"):
-        find_release_files(folder)
+        release_files(folder)
 
 
 def test_folder_with_several_checkpoints(tmp_path):
     folder = release("finetuned_ner", tmp_path)
     for suffix in (".index", ".data-00000-of-00001"):
         shutil.copy(folder / f"model.ckpt-1200{suffix}", folder / f"model.ckpt-900{suffix}")
-    with pytest.raises(ValueError, match=r"holds several checkpoints \(model.ckpt-1200.index, model.ckpt-900.index\); "
-                       r"pass the one to convert with --tf_checkpoint"):
-        find_release_files(folder)
+    with pytest.raises(ValueError, match=r"holds several TensorFlow checkpoints \(model.ckpt-1200.index, "
+                       r"model.ckpt-900.index\); pass the one you mean as --tf_checkpoint FOLDER/PREFIX"):
+        release_files(folder)
     (folder / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-900"\n')  # TF's pointer to the newest
-    assert find_release_files(folder)[0] == folder / "model.ckpt-900"
+    assert release_files(folder)[0] == str(folder / "model.ckpt-900")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"no TensorFlow checkpoint .* found: nothing"):
-        find_release_files(tmp_path / "empty")
+        release_files(tmp_path / "empty")
 
 
 def test_unknown_variable_is_listed_and_nothing_is_written(tmp_path):
@@ -415,8 +422,6 @@ def test_convert_for_loading_keeps_the_classifier_of_a_finetuned_checkpoint(tmp_
 
 
 def test_run_ner_loading_stages_a_tf_release(tmp_path):
-    from ner.loading import prepare_model_source
-
     folder = release("biobert_v1.0_pubmed_pmc", tmp_path)
     source = prepare_model_source(str(folder), cache_dir=tmp_path / "cache")
     model = BertForPreTraining.from_pretrained(source.model)
@@ -425,14 +430,13 @@ def test_run_ner_loading_stages_a_tf_release(tmp_path):
 
 
 def test_run_ner_loading_stages_a_finetuned_tf_checkpoint_with_its_classifier(tmp_path):
-    from ner.loading import prepare_model_source
-
     source = prepare_model_source(str(release("finetuned_ner", tmp_path)), cache_dir=tmp_path / "cache")
     model = BertForTokenClassification.from_pretrained(source.model)
     assert model.config.architectures == ["BertForTokenClassification"]
     assert torch.allclose(outputs(model).logits, torch.from_numpy(EXPECTED["ner_logits"]), atol=1e-5)
 
 
+@pytest.mark.integration
 def test_run_ner_trains_other_labels_from_a_finetuned_tf_checkpoint(tmp_path):
     """The staged classifier has 5 unnamed outputs (LABEL_i); data with 9 labels needs --new_classifier."""
     from conftest import DEMO_DATA
@@ -450,3 +454,19 @@ def test_run_ner_trains_other_labels_from_a_finetuned_tf_checkpoint(tmp_path):
     assert results["train_loss"] > 0
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert "B-PER" in config["label2id"] and len(config["id2label"]) == 9
+
+
+def test_staging_and_the_converter_find_the_same_files_in_a_release_folder(tmp_path):
+    """One discovery for both: bert_config.json before a config.json beside it, TF's checkpoint file for the newest."""
+    folder = release("finetuned_ner", tmp_path)
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(folder / f"model.ckpt-1200{suffix}", folder / f"model.ckpt-900{suffix}")
+    (folder / "config.json").write_text(json.dumps({**CONFIG, "hidden_size": 16}))  # not this checkpoint's
+    with pytest.raises(ValueError, match=r"several TensorFlow checkpoints .* as --model_name_or_path FOLDER/PREFIX"):
+        prepare_model_source(str(folder), cache_dir=tmp_path / "cache")
+    (folder / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-900"\n')
+    (folder / "model.ckpt-1200.data-00000-of-00001").unlink()  # only the checkpoint named newest can be read
+    assert release_files(folder)[:2] == (str(folder / "model.ckpt-900"), str(folder / "bert_config.json"))
+    source = prepare_model_source(str(folder), cache_dir=tmp_path / "cache")
+    model = BertForTokenClassification.from_pretrained(source.model)
+    assert torch.allclose(outputs(model).logits, torch.from_numpy(EXPECTED["ner_logits"]), atol=1e-5)

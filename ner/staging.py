@@ -1,4 +1,4 @@
-"""Finding a BERT in whatever layout it was released in, and a tokenizer that keeps case where it must.
+"""Staging a BERT from whatever layout it was released in as a Hugging Face folder ``from_pretrained`` loads.
 
 ``prepare_model_source`` turns ``--model_name_or_path`` (plus ``--config_name``/``--tokenizer_name``)
 into something ``from_pretrained`` loads: a Hub name or Hugging Face folder is used as is; an
@@ -6,9 +6,13 @@ original-release folder (``bert_config.json``, ``vocab.txt``, ``pytorch_model.bi
 ``model.safetensors``, or SciBERT's ``weights.tar.gz``), a release archive (SciBERT's
 ``scibert_scivocab_cased.tar``, holding that folder), a bare weights file, or a TensorFlow
 checkpoint is staged once into a Hugging Face folder under the cache (``config.json``,
-``model.safetensors``, tokenizer files), checked on the way: shapes against the config, the
-vocabulary against the embedding matrix. Staging holds a file lock, so processes that start together
-stage a model once, and the staged folder gets the permissions of an ordinary ``mkdir``.
+``model.safetensors``, tokenizer files), each weight's shape checked against the config on the way
+(the tokenizer against the embedding matrix is ``ner.tokenizer.check_vocabulary``'s check). Staging
+holds a file lock, so processes that start together stage a model once, and the staged folder gets the
+permissions of an ordinary ``mkdir``.
+
+``find_release_files`` is the one place that knows a release folder's file names (config, vocabulary,
+weights, TF checkpoint); ``convert_tf_to_pytorch.py`` finds a release's files through it too.
 """
 
 from __future__ import annotations
@@ -20,21 +24,22 @@ import os
 import pickle
 import shutil
 import tarfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
+from ner.files import new_work_folder
+from ner.tf_checkpoint import checkpoint_prefix, checkpoints_in
+
 logger = logging.getLogger(__name__)
 
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 RELEASE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-CONFIG_FILES = ("config.json", "bert_config.json")
+CONFIG_FILES = ("bert_config.json", "config.json")  # a release's own file first
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
 TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")  # staged with the vocabulary
-TF_SUFFIXES = (".index", ".meta")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 
@@ -61,26 +66,46 @@ def _find(folder: Path, names: tuple[str, ...]) -> Path | None:
     return next((folder / name for name in names if (folder / name).is_file()), None)
 
 
-def _tf_prefix(path: Path) -> Path | None:
-    """The checkpoint prefix if ``path`` is a TF checkpoint prefix or one of its files."""
-    text = str(path)
-    if ".data-" in path.name:
-        text = text[: text.rindex(".data-")]
-    for suffix in TF_SUFFIXES:
-        if text.endswith(suffix):
-            text = text[: -len(suffix)]
-    prefix = Path(text)
-    return prefix if Path(f"{prefix}.index").is_file() else None
+@dataclass(frozen=True)
+class ReleaseFiles:
+    """The files of a model folder by role, as releases name them; None where the folder holds none."""
+
+    folder: Path
+    config: Path | None  # bert_config.json or config.json
+    tokenizer: Path | None  # the first of TOKENIZER_FILES: what a staged folder's tokenizer is built from
+    vocab: Path | None  # vocab.txt: the WordPiece vocabulary a TensorFlow release comes with
+    weights: Path | None  # model.safetensors or pytorch_model.bin
+    archive: Path | None  # weights.tar.gz (SciBERT), holding the config and the weights
+    tf_checkpoints: tuple[Path, ...]  # checkpoint prefixes (the newest alone when TF's `checkpoint` file names it)
+
+    @property
+    def found(self) -> str:
+        """What the folder holds, for messages."""
+        return ", ".join(sorted(path.name for path in self.folder.iterdir())) or "nothing"
+
+    def tf_prefix(self, flag: str) -> Path | None:
+        """The one TensorFlow checkpoint's prefix, or None; several to choose from name ``flag`` as the fix."""
+        if len(self.tf_checkpoints) > 1:
+            raise ValueError(
+                f"{self.folder} holds several TensorFlow checkpoints "
+                f"({', '.join(f'{prefix.name}.index' for prefix in self.tf_checkpoints)}); pass the one you mean as "
+                f"{flag} FOLDER/PREFIX (e.g. model.ckpt-1000000)."
+            )
+        return self.tf_checkpoints[0] if self.tf_checkpoints else None
 
 
-def _tf_prefix_in(folder: Path) -> Path | None:
-    indexes = sorted(folder.glob("*.index"))
-    if len(indexes) > 1:
-        raise ValueError(
-            f"{folder} holds several TensorFlow checkpoints ({', '.join(p.name for p in indexes)}); "
-            "pass the one to use as --model_name_or_path FOLDER/PREFIX (e.g. model.ckpt-1000000)."
-        )
-    return indexes[0].with_suffix("") if indexes else None
+def find_release_files(folder: Path) -> ReleaseFiles:
+    """The config, vocabulary, weights, weights archive and TensorFlow checkpoints ``folder`` holds."""
+    archive = folder / "weights.tar.gz"
+    return ReleaseFiles(
+        folder,
+        config=_find(folder, CONFIG_FILES),
+        tokenizer=_find(folder, TOKENIZER_FILES),
+        vocab=_find(folder, ("vocab.txt",)),
+        weights=_find(folder, RELEASE_WEIGHTS),
+        archive=archive if archive.is_file() else None,
+        tf_checkpoints=tuple(checkpoints_in(folder)),
+    )
 
 
 def _fingerprint(*paths: Path | None) -> str:
@@ -90,18 +115,6 @@ def _fingerprint(*paths: Path | None) -> str:
             stat = path.stat()
             digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()[:16]
-
-
-def new_work_folder(parent: Path, name: str) -> Path:
-    """An empty folder in ``parent`` to build ``name`` in, then rename into place.
-
-    Made with ``mkdir``, so its permissions follow the umask as any folder's do (``mkdtemp``'s are 0700,
-    which other users of a shared cache could not read).
-    """
-    parent.mkdir(parents=True, exist_ok=True)
-    work = parent / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
-    work.mkdir()
-    return work
 
 
 def prepare_model_source(
@@ -114,23 +127,23 @@ def prepare_model_source(
     """Resolve the model, config and tokenizer arguments to loadable paths, staging if needed."""
     path = Path(model_name_or_path)
     tokenizer = tokenizer_name or model_name_or_path
-    if not path.exists() and _tf_prefix(path) is None:
+    if not path.exists() and checkpoint_prefix(path) is None:
         if model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1:
             raise ValueError(f"--model_name_or_path {model_name_or_path}: no such file or folder.")
         return ModelSource(model_name_or_path, tokenizer, config_name, user_name=model_name_or_path)  # a Hub name
     folder = path if path.is_dir() else path.parent
     if path.is_dir() and (path / "config.json").is_file() and _find(path, HF_WEIGHTS) and config_name is None:
         return ModelSource(str(path), tokenizer, None, user_name=model_name_or_path)  # a Hugging Face folder
-    config = Path(config_name) if config_name else _find(folder, CONFIG_FILES)
-    vocab = None if tokenizer_name else _find(folder, TOKENIZER_FILES)
-    tf_prefix = _tf_prefix(path) if not path.is_dir() else None
+    files = find_release_files(folder)
+    config = Path(config_name) if config_name else files.config
+    vocab = None if tokenizer_name else files.tokenizer
+    tf_prefix = checkpoint_prefix(path) if not path.is_dir() else None
     weights: Path | None = None
     archive: Path | None = None
     if tf_prefix is None and path.is_dir():
-        weights = _find(path, RELEASE_WEIGHTS)
-        archive = path / "weights.tar.gz" if (path / "weights.tar.gz").is_file() else None
+        weights, archive = files.weights, files.archive
         if weights is None and archive is None:
-            tf_prefix = _tf_prefix_in(path)
+            tf_prefix = files.tf_prefix("--model_name_or_path")
     elif tf_prefix is None:
         if path.name.endswith(ARCHIVE_SUFFIXES):
             archive = path  # weights.tar.gz, or a whole release folder packed (scibert_scivocab_cased.tar)
@@ -142,9 +155,8 @@ def prepare_model_source(
                 "TensorFlow checkpoint prefix."
             )
     if weights is None and archive is None and tf_prefix is None:
-        found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
         raise ValueError(
-            f"{folder}: no model weights found (found: {found}). Expected model.safetensors or pytorch_model.bin "
+            f"{folder}: no model weights found (found: {files.found}). Expected model.safetensors or pytorch_model.bin "
             "with config.json or bert_config.json, a weights.tar.gz holding them, or a TensorFlow checkpoint "
             "(model.ckpt.index + .data-*)."
         )
@@ -372,117 +384,3 @@ def check_shapes(state: dict[str, Any], config, weights: Path, config_path: Path
     if matched == 0:
         sample = ", ".join(list(state)[:5])
         raise ValueError(f"{weights}: no BERT encoder weights found (names such as {sample}); is this a BERT checkpoint?")
-
-
-def check_vocabulary(tokenizer: Any, vocab_size: int, name: str) -> None:
-    """A tokenizer that yields ids past the embedding matrix would crash mid-training; refuse it now."""
-    if len(tokenizer) > vocab_size:
-        raise ValueError(
-            f"The tokenizer of {name} has {len(tokenizer)} tokens but the model's embedding matrix has "
-            f"{vocab_size} rows; the vocabulary does not belong to this model (or --tokenizer_name is wrong)."
-        )
-
-
-# --- tokenizers -------------------------------------------------------------------------------
-
-SPECIAL_TOKENS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]", "pad_token": "[PAD]", "unk_token": "[UNK]"}
-
-
-def sentencepiece_tokenizer(model_file: str | os.PathLike) -> Any:
-    """A fast tokenizer from a SentencePiece model, with BERT's special tokens (added when missing)."""
-    from tokenizers.processors import TemplateProcessing
-    from transformers import TokenizersBackend
-
-    try:
-        settings = TokenizersBackend.convert_to_native_format(vocab_file=str(model_file))
-    except ImportError as error:
-        raise ValueError(f"Reading {model_file} needs `pip install sentencepiece protobuf` ({error}).") from None
-    tokenizer = TokenizersBackend(**settings)
-    vocab = tokenizer.get_vocab()
-    present = {role: token for role, token in SPECIAL_TOKENS.items() if token in vocab}
-    if "unk_token" not in present and tokenizer.unk_token:
-        present["unk_token"] = tokenizer.unk_token  # SentencePiece's own <unk>
-    missing = {role: token for role, token in SPECIAL_TOKENS.items() if role not in present}
-    tokenizer.add_special_tokens({**present, **missing})
-    if missing:
-        logger.info("%s: added %s (not in the SentencePiece vocabulary).", model_file, " ".join(missing.values()))
-    cls, sep = tokenizer.cls_token, tokenizer.sep_token
-    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
-        single=f"{cls} $A {sep}",
-        pair=f"{cls} $A {sep} $B:1 {sep}:1",
-        special_tokens=[(cls, tokenizer.cls_token_id), (sep, tokenizer.sep_token_id)],
-    )
-    return tokenizer
-
-
-def _lowercases(tokenizer: Any) -> bool:
-    """Whether the fast tokenizer's normalizer lowercases its input."""
-
-    def search(node: Any) -> bool:
-        if isinstance(node, dict):
-            if node.get("type") == "Lowercase" or node.get("lowercase") is True:
-                return True
-            return any(search(value) for value in node.values())
-        if isinstance(node, list):
-            return any(search(value) for value in node)
-        return False
-
-    return search(json.loads(tokenizer.backend_tokenizer.to_str()).get("normalizer"))
-
-
-def capitalised_share(tokenizer: Any) -> float:
-    """Share of alphabetic vocabulary pieces that start with a capital letter (0 for uncased vocabularies)."""
-    pieces = [piece.removeprefix("##").lstrip("\u2581") for piece in tokenizer.get_vocab()]
-    alphabetic = [piece for piece in pieces if piece[:1].isalpha() and not piece.startswith("[")]
-    return sum(piece[0].isupper() for piece in alphabetic) / len(alphabetic) if alphabetic else 0.0
-
-
-def load_tokenizer(
-    name_or_path: str, *, do_lower_case: bool | None = None, user_name: str | None = None, **hub_kwargs: Any
-) -> Any:
-    """A fast tokenizer whose lowercasing matches its vocabulary (or ``do_lower_case`` when given).
-
-    Several cased models on the Hub ship without a tokenizer_config.json, so ``AutoTokenizer``
-    lowercases their input and most capitalised words map to [UNK] or to the wrong pieces.
-    ``user_name`` is the name the user gave (``ModelSource.user_name`` for a staged folder, whose own name
-    is a hash), which the "name says cased" rule and the messages use; by default ``name_or_path``.
-    """
-    from transformers import AutoTokenizer
-
-    shown = user_name or str(name_or_path)
-
-    if str(name_or_path).endswith(".model") and os.path.isfile(name_or_path):
-        tokenizer = sentencepiece_tokenizer(name_or_path)
-        rebuild = None
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, **hub_kwargs)
-        rebuild = lambda lower: AutoTokenizer.from_pretrained(name_or_path, use_fast=True, do_lower_case=lower, **hub_kwargs)  # noqa: E731
-    if not getattr(tokenizer, "is_fast", False):
-        return tokenizer  # the caller refuses slow tokenizers with its own message
-    lowercases = _lowercases(tokenizer)
-    wanted = do_lower_case
-    if wanted is None:
-        share = capitalised_share(tokenizer)
-        name = Path(shown).name.lower()
-        cased_name = "cased" in name and "uncased" not in name
-        if lowercases and (share > 0.01 or cased_name):
-            wanted = False
-            logger.warning(
-                "%s: the tokenizer lowercases, but the vocabulary is cased (%.0f%% of word pieces capitalised%s); "
-                "lowercasing turned off. Pass --do_lower_case true to keep it.",
-                shown, 100 * share, ", and the name says cased" if cased_name else "",
-            )
-        elif not lowercases and share == 0.0 and "cased" not in name.replace("uncased", ""):
-            wanted = True
-            logger.warning(
-                "%s: the tokenizer keeps case, but the vocabulary has no capitalised pieces; lowercasing turned on "
-                "(else capitalised words become [UNK]). Pass --do_lower_case false to keep case.",
-                shown,
-            )
-    if wanted is not None and wanted != lowercases:
-        if rebuild is None:
-            raise ValueError(f"--do_lower_case applies to WordPiece (vocab.txt) tokenizers, not to {shown}.")
-        tokenizer = rebuild(wanted)
-        if _lowercases(tokenizer) != wanted:
-            raise ValueError(f"The tokenizer of {shown} does not support do_lower_case={wanted}.")
-    return tokenizer

@@ -1,4 +1,4 @@
-"""Every layout a BERT is released in loads without hand work; the casing guard; bad folders; staging's lock."""
+"""Every layout a BERT is released in is staged as a loadable folder; bad folders; staging's lock."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForPreTraining
 
-from conftest import DEMO_DATA, make_tiny_bert
-from ner import loading
-from ner.loading import load_tokenizer, prepare_model_source
+from conftest import DEMO_DATA
+from ner import staging
+from ner.staging import prepare_model_source
 from run_ner import main
 
 
@@ -52,6 +52,7 @@ def encoder_weight(folder: Path) -> torch.Tensor:
     return load_file(folder / "model.safetensors")["bert.embeddings.word_embeddings.weight"]
 
 
+@pytest.mark.integration
 def test_original_release_folder_trains(tiny_bert, tmp_path):
     release = original_release(tiny_bert, tmp_path / "release", old_names=True)
     source = prepare_model_source(str(release), cache_dir=tmp_path / "model-cache")
@@ -62,6 +63,7 @@ def test_original_release_folder_trains(tiny_bert, tmp_path):
     assert (tmp_path / "out" / "tokenizer.json").is_file()
 
 
+@pytest.mark.integration
 def test_scibert_weights_tar_gz_trains(tiny_bert, tmp_path):
     unpacked = original_release(tiny_bert, tmp_path / "unpacked")
     release = tmp_path / "scibert"
@@ -75,52 +77,6 @@ def test_scibert_weights_tar_gz_trains(tiny_bert, tmp_path):
     original = torch.load(unpacked / "pytorch_model.bin", weights_only=True)["bert.embeddings.word_embeddings.weight"]
     staged = Path(prepare_model_source(str(release), cache_dir=tmp_path / "model-cache").model)
     assert torch.equal(encoder_weight(staged), original)
-
-
-def test_self_pretrained_bert_with_sentencepiece(tmp_path):
-    spm = pytest.importorskip("sentencepiece")
-    from transformers import BertConfig, BertModel
-
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(" ".join(line.split("\t")[0] for line in block.splitlines() if "\t" in line)
-                                for block in (DEMO_DATA / "train.txt").read_text().split("\n\n")))
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "tokenizer"), vocab_size=300,
-                                   user_defined_symbols=["[MASK]"], minloglevel=2)
-    config = BertConfig(vocab_size=310, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    config_file = tmp_path / "bert_config.json"
-    config_file.write_text(json.dumps({k: v for k, v in config.to_dict().items() if k != "model_type"}))
-    from safetensors.torch import save_file
-
-    save_file(BertModel(config).state_dict(), tmp_path / "checkpoint.safetensors")
-    tokenizer = load_tokenizer(str(tmp_path / "tokenizer.model"))
-    for token in ("[CLS]", "[SEP]", "[MASK]", "[PAD]"):
-        assert token in tokenizer.get_vocab()
-    encoded = tokenizer([["Maria", "visited", "Porto"]], is_split_into_words=True)
-    assert encoded.input_ids[0][0] == tokenizer.cls_token_id and encoded.input_ids[0][-1] == tokenizer.sep_token_id
-    assert sorted(set(w for w in encoded.word_ids(0) if w is not None)) == [0, 1, 2]
-    results = train_briefly(tmp_path / "checkpoint.safetensors", tmp_path, "--config_name", str(config_file),
-                            "--tokenizer_name", str(tmp_path / "tokenizer.model"))
-    assert results["train_loss"] > 0
-
-
-def test_casing_guard_turns_lowercasing_off_for_a_cased_vocabulary(tmp_path, caplog):
-    folder = make_tiny_bert(tmp_path / "cased", lowercase=False)
-    (folder / "tokenizer_config.json").unlink()  # as several cased Hub models ship: BertTokenizer then lowercases
-    with caplog.at_level(logging.WARNING, logger="ner"):
-        tokenizer = load_tokenizer(str(folder))
-    assert "lowercasing turned off" in caplog.text
-    assert tokenizer.tokenize("Maria")[0] == "M"
-    assert load_tokenizer(str(folder), do_lower_case=True).tokenize("Maria")[0] == "m"
-    results = train_briefly(folder, tmp_path)
-    saved = load_tokenizer(str(tmp_path / "out"), do_lower_case=None)
-    assert saved.tokenize("Porto")[0] == "P" and results["train_loss"] > 0
-
-
-def test_uncased_vocabulary_keeps_lowercasing(tiny_bert, caplog):
-    with caplog.at_level(logging.WARNING, logger="ner"):
-        assert load_tokenizer(str(tiny_bert)).tokenize("Maria")[0] == "m"
-    assert "lowercasing" not in caplog.text
 
 
 @pytest.mark.parametrize("case", ["no weights", "shape mismatch", "vocab too large", "not a state dict", "missing path"])
@@ -208,6 +164,7 @@ def test_old_pretraining_checkpoint_with_a_tied_decoder_is_staged(tiny_bert, tmp
     assert torch.equal(reloaded.cls.predictions.decoder.weight, original.bert.embeddings.word_embeddings.weight)
 
 
+@pytest.mark.integration
 def test_scibert_release_tar_is_accepted_as_given(tiny_bert, tmp_path):
     folder, _ = scibert_release(tiny_bert, tmp_path)
     (tmp_path / "vocab.txt").write_text("[UNK]\nnot\nthis\none\n")  # beside the .tar: the one inside wins
@@ -222,29 +179,6 @@ def test_scibert_release_tar_is_accepted_as_given(tiny_bert, tmp_path):
     assert train_briefly(release, tmp_path)["train_loss"] > 0
 
 
-def test_casing_guard_judges_the_name_the_user_gave_not_the_staged_folder(tiny_bert, tmp_path, caplog):
-    release = original_release(tiny_bert, tmp_path / "models" / "my_bert_cased")
-    vocab = (release / "vocab.txt").read_text().splitlines()
-    vocab[vocab.index("minister")] = "Maria"  # 1 capitalised word piece of about 110: under the 1% rule
-    (release / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    settings = {"do_lower_case": True, "tokenizer_class": "BertTokenizer"}
-    (release / "tokenizer_config.json").write_text(json.dumps(settings))
-    source = prepare_model_source(str(release), cache_dir=tmp_path / "model-cache")
-    assert source.staged and "cased" not in Path(source.tokenizer).name
-    assert source.user_name == str(release)
-    with caplog.at_level(logging.WARNING, logger="ner"):
-        tokenizer = load_tokenizer(source.tokenizer, user_name=source.user_name)
-    assert "my_bert_cased: the tokenizer lowercases" in caplog.text and "the name says cased" in caplog.text
-    assert tokenizer.tokenize("Maria") == ["Maria"]
-    assert load_tokenizer(source.tokenizer, user_name="my_bert").tokenize("Maria")[0] == "m"  # no rule, < 1%: kept
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="ner"):
-        train_briefly(release, tmp_path)  # run_ner hands the name the user gave to the guard
-    assert "my_bert_cased: the tokenizer lowercases" in caplog.text
-    staged_settings = json.loads((Path(source.tokenizer) / "tokenizer_config.json").read_text())
-    assert staged_settings["do_lower_case"] is True  # the folder's tokenizer settings are staged with its vocabulary
-
-
 def test_staged_folder_has_ordinary_permissions(tiny_bert, tmp_path):
     release = original_release(tiny_bert, tmp_path / "release")
     staged = Path(prepare_model_source(str(release), cache_dir=tmp_path / "model-cache").model)
@@ -254,7 +188,7 @@ def test_staged_folder_has_ordinary_permissions(tiny_bert, tmp_path):
 
 def test_two_stagings_of_one_model_at_once_stage_it_once(tiny_bert, tmp_path, monkeypatch):
     release = original_release(tiny_bert, tmp_path / "release")
-    read, calls, both_inside = loading.load_state_dict, [], threading.Event()
+    read, calls, both_inside = staging.load_state_dict, [], threading.Event()
 
     def slow_read(path):
         calls.append(path)
@@ -263,7 +197,7 @@ def test_two_stagings_of_one_model_at_once_stage_it_once(tiny_bert, tmp_path, mo
         both_inside.wait(timeout=1.0)  # holds the first staging open long enough for the second to arrive
         return read(path)
 
-    monkeypatch.setattr(loading, "load_state_dict", slow_read)
+    monkeypatch.setattr(staging, "load_state_dict", slow_read)
     sources, errors = [], []
 
     def stage() -> None:

@@ -1,0 +1,151 @@
+"""The model's configuration: ``BertConfig`` plus the head settings, each declared once, as a config field.
+
+A head setting (a field declared with ``head_setting``) carries its default (what a new head gets), the help
+the command line shows for it, the values it may take, and whether the model card lists it. Adding one is
+one field here (plus its use in ``ner.modeling``); an entry point offers it with ``head_argument``, hands
+what the user gave to ``load_model`` with ``given_head_settings``, and lists it with ``head_hyperparameters``.
+
+This module needs transformers' configuration classes, not the model code: ``import ner`` imports it as soon
+as transformers' ``AutoConfig`` is imported, which registers the model type ``ner_bert`` (see ``ner/__init__``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import Field, field, fields
+from typing import Any
+
+from transformers import AutoConfig, BertConfig
+
+HEAD_ACTIVATIONS = {"gelu": "GELU", "relu": "ReLU", "tanh": "Tanh"}  # setting -> torch.nn class name
+DECODINGS = ("argmax", "constrained")
+
+
+def head_setting(
+    default: Any, help: str, *, choices: Iterable[str] = (), minimum: int | None = None, on_card: bool = False
+) -> Any:
+    """A ``NerBertConfig`` field that is a head setting: saved in config.json, kept when a fine-tuned model is
+    loaded again, offered on the command line with ``help``, listed on the model card when ``on_card``."""
+    metadata = {"head_setting": True, "help": help, "choices": tuple(choices), "minimum": minimum, "on_card": on_card}
+    return field(default=default, metadata=metadata)
+
+
+class NerBertConfig(BertConfig):
+    """``BertConfig`` plus the classifier head's settings and ``tag_scheme``, the scheme of ``id2label``.
+
+    head_layers: 1 is a single linear layer (as Hugging Face's example); 2 or more puts ``head_layers - 1``
+    hidden layers of ``head_hidden_size`` units before it (NeMo used 2). use_crf: a CRF over the word-level
+    labels, trained with its log-likelihood, decoded with Viterbi. decoding: without a CRF, "argmax" per token
+    or "constrained" (Viterbi over the tag scheme's valid transitions: no I-X after O in IOB2). context_size: the
+    sub-tokens of document context each side the model was trained with (prediction uses the same).
+    """
+
+    model_type = "ner_bert"
+
+    head_layers: int = head_setting(
+        1, "Classifier head depth: 1 = one linear layer (stock-compatible; the default); 2+ = MLP.", minimum=1, on_card=True
+    )
+    head_hidden_size: int | None = head_setting(None, "Width of the MLP head's hidden layers (default: encoder width).")
+    head_activation: str = head_setting(
+        "gelu", "MLP head activation: gelu (default), relu or tanh.", choices=HEAD_ACTIVATIONS
+    )
+    classifier_dropout: float | int | None = head_setting(
+        None, "Dropout before (and inside) the head (default: the encoder's hidden dropout)."
+    )
+    use_crf: bool = head_setting(
+        False,
+        "Add a CRF layer: trained with its log-likelihood, decoded with Viterbi (kept when reloading).",
+        on_card=True,
+    )
+    decoding: str = head_setting(
+        "argmax",
+        "Without a CRF: 'argmax' per token (default), or 'constrained' (only valid tag transitions, e.g. no I-X "
+        "after O). Settings left out come from a fine-tuned model's own config.",
+        choices=DECODINGS,
+        on_card=True,
+    )
+    context_size: int = head_setting(
+        0,
+        "Sub-tokens of neighbouring sentences of the same -DOCSTART- document shown on each side of a sentence "
+        "(not labelled; 0 = off, the default; a fine-tuned model keeps its own).",
+        on_card=True,
+    )
+    tag_scheme: str = "IOB2"
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        # A config is made before its model (by AutoConfig and pipeline() too), so the model class is registered
+        # by the time the Auto classes look for it. Not at import: transformers may be midway through importing
+        # the model code that ner.modeling needs.
+        importlib.import_module(".modeling", __package__)
+
+    def validate_head(self) -> None:
+        """Refuses a head setting outside the values its field declares."""
+        for setting in HEAD_SETTINGS.values():
+            value, rules = getattr(self, setting.name), setting.metadata
+            if rules["minimum"] is not None and value < rules["minimum"]:
+                raise ValueError(f"{setting.name} must be {rules['minimum']} or more, got {value}.")
+            if rules["choices"] and value not in rules["choices"]:
+                raise ValueError(f"{setting.name} {value!r} is not one of {', '.join(rules['choices'])}.")
+
+    @property
+    def stock_compatible(self) -> bool:
+        """True when stock ``BertForTokenClassification`` (and ``pipeline()``) gives what this model scores:
+        the same weights (a single linear layer, no CRF) and the same decoding (argmax per token).
+
+        A constrained-decoding model keeps ``model_type`` ``ner_bert``, so that plain transformers refuses it
+        instead of silently decoding it by argmax.
+        """
+        return self.head_layers == 1 and not self.use_crf and self.decoding == "argmax"
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> NerBertConfig:
+        # A stock-compatible folder says model_type "bert"; reading it as ours is intended, not worth
+        # transformers' "model of type bert to instantiate a model of type ner_bert" warning on every load.
+        config_dict, kwargs = cls.get_config_dict(*args, **kwargs)
+        if config_dict.get("model_type") == BertConfig.model_type:
+            config_dict["model_type"] = cls.model_type
+        return cls.from_dict(config_dict, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        if self.stock_compatible:
+            # Written as a plain BERT token classifier so that stock transformers loads it.
+            output["model_type"] = BertConfig.model_type
+            if output.get("architectures") == ["BertForNer"]:
+                output["architectures"] = ["BertForTokenClassification"]
+        return output
+
+
+HEAD_SETTINGS: dict[str, Field] = {
+    setting.name: setting for setting in fields(NerBertConfig) if setting.metadata.get("head_setting")
+}
+
+
+def head_argument(name: str, default: Any = None) -> Any:
+    """The field of an entry point's argument dataclass that offers head setting ``name``, with its help.
+
+    ``default`` stands for "not given" (so a fine-tuned model keeps its saved setting): None, or False for an
+    option that can only switch a setting on.
+    """
+    return field(default=default, metadata={"help": HEAD_SETTINGS[name].metadata["help"]})
+
+
+def given_head_settings(*arguments: Any) -> dict[str, Any]:
+    """The head settings set in the argument dataclasses ``arguments``, for ``load_model(head=...)``: each
+    field named for a head setting whose value is not its default (``head_argument``'s "not given")."""
+    return {
+        option.name: getattr(group, option.name)
+        for group in arguments
+        for option in fields(group)
+        if option.name in HEAD_SETTINGS and getattr(group, option.name) != option.default
+    }
+
+
+def head_hyperparameters(config: NerBertConfig) -> dict[str, Any]:
+    """The head settings the model card lists (those declared ``on_card``), as ``config`` has them."""
+    return {name: getattr(config, name) for name, setting in HEAD_SETTINGS.items() if setting.metadata["on_card"]}
+
+
+AutoConfig.register(NerBertConfig.model_type, NerBertConfig)
