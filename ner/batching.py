@@ -1,22 +1,14 @@
-"""How examples become batches: packed training rows, length-sorted evaluation, and lengths read from Arrow.
-
-Packing (training): the examples of one batch -- the same examples, in the same optimizer step, as a
-padded batch would hold -- are laid first-fit-decreasing into rows no longer than the batch's longest
-example. Each keeps its own position ids (0, 1, ...) and attends only to itself (a block-diagonal
-attention mask), so per-token outputs, the loss (the mean over the batch's labelled sub-tokens) and the
-gradients are those of the padded batch, without the padding: random batches of 32 CoNLL-2003
-sentences are about 2.5 times their real sub-tokens once padded, packed rows about 1.1 times. Only the
-dropout masks drawn differ (they follow the tensor shapes). Not used with a CRF (it would chain the
-sentences of a row), nor with attention kernels that take no 4D mask; evaluation always pads, since
-predictions are read per example.
+"""The Trainer's batches: packed training rows (``ner.packing``), length-sorted evaluation, lengths read from Arrow.
 
 Length-sorted evaluation: examples are run longest first, so each batch pads to nearly its own
 length, and the predictions are put back in dataset order before scoring. Nothing random happens at
 evaluation, so the predictions are those of the dataset order.
+
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -25,110 +17,12 @@ import numpy as np
 import torch
 from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.trainer_utils import EvalLoopOutput, EvalPrediction
+from transformers.trainer_utils import EvalLoopOutput, EvalPrediction, seed_worker
 
-from ner.schemes import IGNORE_INDEX
+from ner.attention import with_block_mask
+from ner.packing import StaticPackingSampler, example_lengths
 
 logger = logging.getLogger(__name__)
-
-# Attention implementations that accept a ready 4D mask (bool for SDPA, additive float for eager).
-PACKABLE_ATTENTION = ("sdpa", "eager")
-
-
-def example_lengths(dataset: Any, column: str = "input_ids") -> list[int]:
-    """Sub-tokens per example, read from the Arrow column (no pass over decoded rows)."""
-    try:
-        import pyarrow.compute as pc
-
-        return pc.list_value_length(dataset.with_format("arrow")[column]).to_numpy(zero_copy_only=False).tolist()
-    except (AttributeError, TypeError, KeyError):  # not a datasets.Dataset: fall back to reading rows
-        return [len(example[column]) for example in dataset]
-
-
-def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """First-fit-decreasing: example indices per row, each row's lengths summing to at most ``capacity``."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        length = lengths[index]
-        for row, free in enumerate(room):
-            if length <= free:
-                rows[row].append(index)
-                room[row] -= length
-                break
-        else:
-            rows.append([index])
-            room.append(capacity - length)
-    return rows
-
-
-class PackingCollator:
-    """Collates a training batch into packed rows: ``input_ids``, ``token_type_ids``, ``position_ids``,
-    ``labels`` ([rows, length]) and a 4D ``attention_mask`` ([rows, 1, length, length]).
-
-    Padding at the end of a row forms one more block of its own (it attends to itself, so no attention
-    row is empty, which would give NaN) and has label ``IGNORE_INDEX``.
-    """
-
-    def __init__(self, pad_token_id: int, attn_implementation: str = "sdpa", pad_to_multiple_of: int | None = None) -> None:
-        if attn_implementation not in PACKABLE_ATTENTION:
-            raise ValueError(
-                f"Packing needs an attention implementation that takes a 4D mask ({', '.join(PACKABLE_ATTENTION)}), "
-                f"not {attn_implementation!r}."
-            )
-        self.pad_token_id = pad_token_id
-        self.attn_implementation = attn_implementation
-        self.pad_to_multiple_of = pad_to_multiple_of
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        lengths = [len(feature["input_ids"]) for feature in features]
-        capacity = max(lengths)
-        if self.pad_to_multiple_of:
-            capacity = -(-capacity // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        rows = pack_rows(lengths, capacity)
-        shape = (len(rows), capacity)
-        input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
-        token_type_ids = torch.zeros(shape, dtype=torch.long)
-        position_ids = torch.zeros(shape, dtype=torch.long)
-        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
-        block = torch.full(shape, -1, dtype=torch.long)  # which example of the row each position holds
-        for row, members in enumerate(rows):
-            start = 0
-            for slot, index in enumerate(members):
-                feature, end = features[index], start + lengths[index]
-                input_ids[row, start:end] = torch.tensor(feature["input_ids"])
-                if feature.get("token_type_ids") is not None:
-                    token_type_ids[row, start:end] = torch.tensor(feature["token_type_ids"])
-                if feature.get("labels") is not None:
-                    labels[row, start:end] = torch.tensor(feature["labels"])
-                position_ids[row, start:end] = torch.arange(lengths[index])
-                block[row, start:end] = slot
-                start = end
-        mask = (block[:, :, None] == block[:, None, :])[:, None]
-        if self.attn_implementation == "eager":
-            mask = torch.zeros(mask.shape).masked_fill_(~mask, torch.finfo(torch.float32).min)
-        batch = {
-            "input_ids": input_ids,
-            "token_type_ids": token_type_ids,
-            "position_ids": position_ids,
-            "attention_mask": mask,
-        }
-        if "labels" in features[0]:
-            batch["labels"] = labels
-        return batch
-
-
-def packing_unsupported(model: Any, args: Any) -> str | None:
-    """Why training batches of ``model`` under ``args`` cannot be packed, or None when they can."""
-    config = getattr(model, "config", None)
-    if getattr(config, "use_crf", False):
-        return "a CRF scores whole rows (it would chain the sentences packed into one row)"
-    attention = getattr(config, "_attn_implementation", None)
-    if attention not in PACKABLE_ATTENTION:
-        return f"attention implementation {attention!r} takes no 4D mask (packing works with {', '.join(PACKABLE_ATTENTION)})"
-    if getattr(args, "include_num_input_tokens_seen", "no") not in ("no", False):
-        return "--include_num_input_tokens_seen counts the attention mask, which packing makes 4D"
-    return None
 
 
 def _take(value: Any, order: np.ndarray) -> Any:
@@ -157,18 +51,34 @@ class BatchingTrainer(Trainer):
     """``Trainer`` with packed training batches, length-sorted evaluation and lengths read from Arrow.
 
     ``train_collator`` (e.g. a ``PackingCollator``) collates training batches; ``data_collator`` the
-    evaluation ones. ``--train_sampling_strategy group_by_length`` groups the training batches by length
+    evaluation ones. ``train_batch_sampler`` (a ``StaticPackingSampler``), if given, makes the training
+    batches instead of the Trainer's sampler. A batch with ``document_ids`` gets its ``BlockMask`` once on
+    the device. ``--train_sampling_strategy group_by_length`` groups the training batches by length
     (the Trainer's own sampler, fed precomputed lengths: it drops a ``length`` column with the unused
     ones) and never shuffles the evaluation set (the Trainer would, which breaks predictions read back
     by position).
     """
 
-    def __init__(self, *args: Any, train_collator: Any = None, sort_eval_by_length: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        train_collator: Any = None,
+        train_batch_sampler: StaticPackingSampler | None = None,
+        sort_eval_by_length: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.train_collator = train_collator
+        self.train_batch_sampler = train_batch_sampler
         self.sort_eval_by_length = sort_eval_by_length
 
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        inputs = super()._prepare_inputs(inputs)
+        return with_block_mask(inputs) if "document_ids" in inputs else inputs
+
     def get_train_dataloader(self):
+        if self.train_batch_sampler is not None:
+            return self._static_train_dataloader()
         if self.train_collator is None:
             return super().get_train_dataloader()
         eval_collator, self.data_collator = self.data_collator, self.train_collator
@@ -176,6 +86,28 @@ class BatchingTrainer(Trainer):
             return super().get_train_dataloader()
         finally:
             self.data_collator = eval_collator
+
+    def _static_train_dataloader(self) -> Any:
+        """The batches of ``train_batch_sampler``, collated by ``train_collator``, with the Trainer's loader settings."""
+        import datasets
+
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        dataset = self.train_dataset
+        if isinstance(dataset, datasets.Dataset):
+            dataset = self._remove_unused_columns(dataset, description="training")
+        args = self.args
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=self.train_batch_sampler,
+            collate_fn=self.train_collator or self.data_collator,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            worker_init_fn=functools.partial(seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index),
+        )
+        return self.accelerator.prepare(loader)
 
     def _get_train_sampler(self, train_dataset: Any = None):
         train_dataset = self.train_dataset if train_dataset is None else train_dataset

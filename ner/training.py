@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
 from transformers.trainer_utils import EvalPrediction, IntervalStrategy
+from transformers.training_args import OptimizerNames
 
 from ner.alignment import word_sources, word_tags
 from ner.metrics import entity_scores
@@ -54,6 +55,36 @@ class NerTrainingArguments(TrainingArguments):
             "them (same examples, loss and gradients; about 2x faster on CPU). Off by itself with a CRF."
         },
     )
+    packed_attention: str = field(
+        default="auto",
+        metadata={
+            "help": "How packed rows keep their sentences apart: 'mask' (a 4D block-diagonal mask, any device; SDPA then "
+            "has no flash kernel), 'flex' (CUDA: flex attention with a document block mask; it has no attention "
+            "dropout, so attention_probs_dropout_prob is not applied while training), or 'auto' (flex on CUDA when "
+            "the model's attention dropout is 0, else mask).",
+            "choices": ["auto", "flex", "mask"],
+        },
+    )
+    pack_to_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Static shapes (for --torch_compile / CUDA graphs): every training batch is the same number of rows "
+            "of exactly N sub-tokens, N at least the longest example (--max_seq_length). Batches are then whole packed "
+            "rows drawn at random, about --per_device_train_batch_size sentences each, every sentence once per epoch "
+            "(not the Trainer's batches of exactly that many)."
+        },
+    )
+    optim: OptimizerNames | str | None = field(
+        default=None,
+        metadata={"help": "The optimizer (OptimizerNames). Default: adamw_torch_fused on CUDA, else transformers' default."},
+    )
+    logging_nan_inf_filter: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Leave NaN/inf losses out of the logged loss. Checking costs a GPU-to-CPU wait every step, so the "
+            "default is off on CUDA, on elsewhere."
+        },
+    )
     push_eval_text: bool = field(
         default=False,
         metadata={
@@ -64,8 +95,20 @@ class NerTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         self.do_eval_requested = self.do_eval  # before the parent turns it on for eval_strategy
+        cuda = torch.cuda.is_available() and not self.use_cpu
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # nothing to pin for; avoids a warning per data loader
+        fill_device_defaults(self, cuda)
+        if self.pack_to_length is not None:
+            if self.pack_to_length < 1:
+                raise ValueError(f"--pack_to_length must be a positive number of sub-tokens, got {self.pack_to_length}.")
+            if not self.pack_sequences:
+                raise ValueError("--pack_to_length packs training batches into fixed rows: leave out --pack_sequences false.")
+            if self.train_sampling_strategy == "group_by_length":
+                raise ValueError(
+                    "--pack_to_length makes its own batches (whole packed rows): leave out --train_sampling_strategy "
+                    "group_by_length, or --pack_to_length."
+                )
         if self.report_to == "auto":
             self.report_to = "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
         if self.warmup_ratio is not None:
@@ -75,6 +118,21 @@ class NerTrainingArguments(TrainingArguments):
                 raise ValueError("Give --warmup_ratio or --warmup_steps, not both.")
             self.warmup_steps = self.warmup_ratio
         super().__post_init__()
+
+
+def fill_device_defaults(args: Any, cuda: bool) -> None:
+    """Fill the settings left unset (None) on ``args`` with what suits the device.
+
+    On CUDA: fused AdamW (one kernel for all parameters), no NaN/inf check of each step's loss (a host
+    sync per step), and non-blocking copies of the (pinned) batches to the GPU, so that the CPU can queue
+    the next step while the GPU runs this one. Elsewhere: transformers' defaults. An explicit choice is kept.
+    """
+    if args.optim is None:
+        args.optim = "adamw_torch_fused" if cuda else TrainingArguments.default_optim
+    if args.logging_nan_inf_filter is None:
+        args.logging_nan_inf_filter = not cuda
+    if cuda and args.accelerator_config is None:
+        args.accelerator_config = {"non_blocking": True}
 
 
 class WordLevelMetrics:
@@ -116,22 +174,57 @@ def build_trainer(
     eval_dataset: Any = None,
     eval_metrics: WordLevelMetrics | None = None,
 ) -> Trainer:
-    """The Trainer: packed training batches (see ``ner.batching``), length-sorted evaluation, label ids decoded on the device.
+    """The Trainer: packed training batches (see ``ner.packing``), length-sorted evaluation, label ids decoded on the device.
 
     Packing is on unless ``args.pack_sequences`` is False or the model cannot take it (a CRF, an attention
-    kernel without 4D masks); evaluation batches are padded (to a multiple of 8 under fp16/bf16).
+    kernel without 4D masks); ``args.packed_attention`` picks the mask form (flex attention switches the model
+    to ``ner.attention.SDPA_OR_FLEX``) and ``args.pack_to_length`` static shapes. One log line says which.
+    Evaluation batches are padded (to a multiple of 8 under fp16/bf16).
     """
-    from ner.batching import BatchingTrainer, PackingCollator, packing_unsupported
+    from ner.attention import FLEX_FORM, choose_packed_attention, enable_flex_packing
+    from ner.batching import BatchingTrainer
+    from ner.packing import PackingCollator, StaticPackingSampler, example_lengths, packing_unsupported
 
     multiple = 8 if (args.fp16 or args.bf16) else None
     collator = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=multiple)
-    train_collator = None
+    train_collator = sampler = None
     if train_dataset is not None and args.pack_sequences:
         reason = packing_unsupported(model, args)
+        if reason and args.pack_to_length is not None:
+            raise ValueError(f"--pack_to_length needs packed training batches, and these cannot be packed: {reason}.")
         if reason:
             logger.info("Training batches are padded, not packed: %s.", reason)
         else:
-            train_collator = PackingCollator(tokenizer.pad_token_id, model.config._attn_implementation, multiple)
+            config = model.config
+            dropout = getattr(config, "attention_probs_dropout_prob", 0.0) or 0.0
+            path = choose_packed_attention(args.packed_attention, config._attn_implementation, args.device.type, dropout)
+            if path == "flex":
+                enable_flex_packing(model)
+                form = FLEX_FORM
+                how = "flex attention with a document block mask" + (
+                    f" (attention dropout {dropout} not applied: flex attention has none)" if dropout else ""
+                )
+            else:
+                form = config._attn_implementation
+                how = f"a 4D block-diagonal mask ({form})"
+                if args.packed_attention == "auto" and args.device.type == "cuda" and dropout:
+                    how += f" (flex attention would drop the attention dropout {dropout}; --packed_attention flex takes it)"
+            if args.pack_to_length is None:
+                train_collator = PackingCollator(tokenizer.pad_token_id, form, multiple)
+                shape = "rows as long as each batch's longest sentence"
+            else:
+                sampler = StaticPackingSampler(
+                    example_lengths(train_dataset), args.pack_to_length, args.per_device_train_batch_size,
+                    seed=args.data_seed if args.data_seed is not None else args.seed,
+                )
+                train_collator = PackingCollator(
+                    tokenizer.pad_token_id, form, row_length=args.pack_to_length, num_rows=sampler.num_rows
+                )
+                shape = (
+                    f"static shape {sampler.num_rows} x {args.pack_to_length} sub-tokens, {len(sampler)} batches per epoch "
+                    f"of about {len(train_dataset) / len(sampler):.1f} sentences"
+                )
+            logger.info("Training batches are packed: %s; attention: %s.", shape, how)
     return BatchingTrainer(
         model=model,
         args=args,
@@ -140,6 +233,7 @@ def build_trainer(
         processing_class=tokenizer,
         data_collator=collator,
         train_collator=train_collator,
+        train_batch_sampler=sampler,
         compute_metrics=eval_metrics,
         preprocess_logits_for_metrics=keep_predictions,
     )

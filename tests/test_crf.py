@@ -276,6 +276,7 @@ def test_half_precision_input_is_cast_up(dtype):
     assert crf.decode(logits, mask).equal(crf.float().decode(logits.float(), mask))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     labels = LABELS["BILOU"]
