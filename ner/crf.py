@@ -234,12 +234,14 @@ class CRF(nn.Module):
             nll = emissions.new_zeros(batch, dtype=_working_dtype(emissions.dtype))
             return nll if reduction == "none" else nll.sum()
         tags = tags.to(emissions.device)
-        kept_tags = tags[mask]
-        if kept_tags.numel() and (kept_tags.min() < 0 or kept_tags.max() >= num_labels):
+        valid = ~(mask & ((tags < 0) | (tags >= num_labels))).any()
+        if tags.device.type == "cpu" and not valid:
+            kept_tags = tags[mask]
             raise ValueError(
                 f"tags at kept (mask True) positions must be label ids in [0, {num_labels}); found "
                 f"{kept_tags.min().item()}..{kept_tags.max().item()}. Set mask False where the label is -100."
             )
+        torch._assert_async(valid)  # on an accelerator: checked without waiting for the device (no host sync)
         dtype = _working_dtype(emissions.dtype)
         transitions, start, end = self.scores(FORBIDDEN_SCORE, dtype, opens, closes)
         start, end = _per_row(start, batch), _per_row(end, batch)

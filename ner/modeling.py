@@ -148,12 +148,13 @@ class BertForNer(BertPreTrainedModel):
             loss = self.crf.neg_log_likelihood(
                 logits, labels, labels != IGNORE_INDEX, opens=opens_sentence, closes=closes_sentence
             )
-        elif labels is not None and (labels != IGNORE_INDEX).any():
-            loss = nn.functional.cross_entropy(
-                logits.view(-1, self.num_labels).float(), labels.view(-1), ignore_index=IGNORE_INDEX
+        elif labels is not None:
+            # The mean over labelled positions, written as sum / count so that a micro-batch without any gives a
+            # zero loss (not 0/0 = NaN) without asking the device whether there is one (a host sync per step).
+            summed = nn.functional.cross_entropy(
+                logits.view(-1, self.num_labels).float(), labels.view(-1), ignore_index=IGNORE_INDEX, reduction="sum"
             )
-        elif labels is not None:  # no labelled position in this micro-batch: a zero loss, not 0/0 = NaN
-            loss = logits.float().sum() * 0.0
+            loss = summed / (labels != IGNORE_INDEX).sum().clamp(min=1)
         predictions = None
         if not self.training:
             if labels is not None:

@@ -209,6 +209,33 @@ def test_packed_batch_gives_the_padded_loss_and_gradients_on_cuda(tiny_bert, tmp
         assert a.norm().item() == pytest.approx(b.norm().item(), rel=0.05)
 
 
+# ------------------------------------------------------------------------------------------- host syncs
+
+
+@pytest.mark.parametrize("head", [{}, {"use_crf": True}], ids=["linear", "crf"])
+def test_training_step_makes_no_host_sync_in_our_code(tiny_bert, head):
+    """A training step's loss, backward and the CRF's tag check wait for the GPU nowhere in ner/ (CUDA's sync debug
+    mode warns at each wait, from the Python line that caused it)."""
+    import warnings
+
+    from ner.modeling import load_model
+
+    torch.manual_seed(0)
+    model = load_model(str(tiny_bert), LABELS, head=head).to(DEVICE).train()
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
+    batch = to_device(DataCollatorForTokenClassification(tokenizer)(features(tokenizer, SENTENCES, len(LABELS))))
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            model(**batch).loss.backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    ours = [f"{Path(w.filename).name}:{w.lineno}" for w in caught if f"{os.sep}ner{os.sep}" in w.filename]
+    assert not ours, f"host syncs in ner/: {ours}"
+
+
 # ------------------------------------------------------------------------------------------------------- CRF
 
 
