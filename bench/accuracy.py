@@ -58,9 +58,10 @@ def measured(out: Path) -> list[dict]:
 
 
 def summary(rows: list[dict]) -> str:
-    """Markdown table: per corpus and variant, mean ± half the range over seeds, and the seeds."""
+    """Markdown table: per corpus and variant, mean ± half the range over seeds, and the seeds; minutes are the
+    whole run (load, train, score dev and test) on the machine it ran on."""
     lines = [
-        "| corpus | variant | seeds | dev F1 | test F1 | test F1 strict | train minutes |",
+        "| corpus | variant | seeds | dev F1 | test F1 | test F1 strict | minutes per run |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}
