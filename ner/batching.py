@@ -3,7 +3,6 @@
 Length-sorted evaluation: examples are run longest first, so each batch pads to nearly its own
 length, and the predictions are put back in dataset order before scoring. Nothing random happens at
 evaluation, so the predictions are those of the dataset order.
-
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ attention mask), so per-token outputs, the loss (the mean over the batch's label
 gradients are those of the padded batch, without the padding: random batches of 32 CoNLL-2003
 sentences are about 2.5 times their real sub-tokens once padded, packed rows about 1.1 times. Only the
 dropout masks drawn differ (they follow the tensor shapes). Not used with a CRF (it would chain the
-sentences of a row), nor with attention kernels that take no 4D mask; evaluation always pads, since
+sentences of a row), nor with attention kernels that take neither a 4D mask nor flex attention's block mask (``ner.attention``); evaluation always pads, since
 predictions are read per example.
 
 Static shapes (``StaticPackingSampler``, ``--pack_to_length N``): every batch is the same number of rows
