@@ -29,14 +29,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from heads import run  # noqa: E402
+from heads import folder_name, run  # noqa: E402
 from run_ner import main  # noqa: E402
 
 CONSTRAINED = "linear + constrained decoding"
 FIGURES = ("dev_f1", "test_f1", "dev_f1_strict", "test_f1_strict", "wall_seconds")
 
 
-def score_constrained(folder: Path, data: Path, extra_args: list[str]) -> dict:
+def constrained_name(variant: str) -> str:
+    """The row name of a linear variant scored again with constrained decoding."""
+    return CONSTRAINED if variant == "linear" else f"{variant} + constrained decoding"
+
+
+def score_constrained(folder: Path, data: Path, extra_args: list[str], name: str = CONSTRAINED) -> dict:
     """dev/test scores of the trained linear model in ``folder`` with constrained decoding (no training)."""
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
@@ -47,7 +52,7 @@ def score_constrained(folder: Path, data: Path, extra_args: list[str]) -> dict:
             "--log_level", "warning", *extra_args,
         ])
     return {
-        "variant": CONSTRAINED, "dev_f1": round(results["eval_f1"], 4), "test_f1": round(results["predict_f1"], 4),
+        "variant": name, "dev_f1": round(results["eval_f1"], 4), "test_f1": round(results["predict_f1"], 4),
         "dev_f1_strict": round(results["eval_f1_strict"], 4), "test_f1_strict": round(results["predict_f1_strict"], 4),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
@@ -75,7 +80,7 @@ def summary(rows: list[dict]) -> str:
 
     for (corpus, variant), group in groups.items():
         seeds = ", ".join(str(row["seed"]) for row in group)
-        minutes = cell([row["wall_seconds"] for row in group], 1 / 60, 1) if variant != CONSTRAINED else "(linear's model)"
+        minutes = cell([row["wall_seconds"] for row in group], 1 / 60, 1) if not variant.endswith("constrained decoding") else "(linear's model)"
         lines.append(
             f"| {corpus} | {variant} | {seeds} | {cell([r['dev_f1'] for r in group])} | {cell([r['test_f1'] for r in group])} "
             f"| {cell([r['test_f1_strict'] for r in group])} | {minutes} |"
@@ -113,8 +118,8 @@ if __name__ == "__main__":
                 data = args.data_root / corpus
                 with tempfile.TemporaryDirectory() as keep:
                     rows = run(args.model, data, args.train_samples, args.epochs, seed, [variant], Path(keep), extra)
-                    if variant == "linear" and (corpus, CONSTRAINED, seed) not in done:
-                        rows.append(score_constrained(Path(keep) / "linear", data, extra))
+                    if variant.startswith("linear") and "+" not in variant and (corpus, constrained_name(variant), seed) not in done:
+                        rows.append(score_constrained(Path(keep) / folder_name(variant), data, extra, constrained_name(variant)))
                     shutil.rmtree(keep, ignore_errors=True)
                 with args.out.open("a") as out:
                     for row in rows:

@@ -32,7 +32,15 @@ VARIANTS = {
     "crf": ["--use_crf"],
     "linear + constrained decoding": ["--decoding", "constrained"],
     "linear + document context (64 sub-tokens each side)": ["--context_size", "64"],
+    # The schedule: twice the recipe's learning rate (small encoders such as MiniLM often want more).
+    "linear, lr 1e-4": ["--learning_rate", "1e-4"],
+    "crf, lr 1e-4": ["--use_crf", "--learning_rate", "1e-4"],
 }
+
+
+def folder_name(variant: str) -> str:
+    """The output folder a kept run of ``variant`` gets."""
+    return variant.split(" (")[0].replace(" + ", "+").replace(", ", "_").replace(" ", "_")
 
 
 def run(
@@ -45,7 +53,7 @@ def run(
             continue
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
-            output_dir = keep / name.split(" (")[0].replace(" + ", "+").replace(" ", "_") if keep else Path(scratch) / "out"
+            output_dir = keep / folder_name(name) if keep else Path(scratch) / "out"
             results = main([
                 "--model_name_or_path", model,
                 "--train_file", str(data / "train.txt"), "--validation_file", str(data / "dev.txt"),

@@ -65,6 +65,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32, 128], help="batch sizes of both recipes")
     parser.add_argument("--device", default=None)
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per run; the median is reported")
+    parser.add_argument("--skip_pipeline", action="store_true", help="NerPredictor runs only (the pipeline's figures measured before)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "predict_speed.json")
     args = parser.parse_args(argv)
     if args.sentences < 0 or args.repeat < 1 or min(args.batch_sizes) < 1:
@@ -124,9 +125,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(row), flush=True)
         rows.append(row)
 
-    stock = pipeline("token-classification", model=model, aggregation_strategy="simple", device=device)
-    stock(texts[:8])  # warm-up
-    for batch_size in args.batch_sizes:
+    stock = None if args.skip_pipeline else pipeline("token-classification", model=model, aggregation_strategy="simple", device=device)
+    if stock is not None:
+        stock(texts[:8])  # warm-up
+    for batch_size in args.batch_sizes if stock is not None else []:
         times, _ = timed(lambda size: list(stock(texts, batch_size=size)), batch_size, repeat=args.repeat)
         record(f"pipeline simple, batch {batch_size}", batch_size, times)
         pipeline_speed[batch_size] = rows[-1]["sentences_per_second"]
