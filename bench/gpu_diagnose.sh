@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Second GPU call of issue 18, after bench/gpu.sh showed run_ner slower per step than the stock recipe on an H100:
-# where a training step's time goes (bench/step_profile.py: stock, ours-before, ours, flex attention, static shapes
-# with torch.compile), NerPredictor's throughput alone (the pipeline's figures came from bench/gpu.sh), and an
-# `accelerate launch` run on one GPU with its log (the CUDA test of it ran out of the check's time).
+# A GPU call for the training step's host overhead (issue 18; bench/RESULTS.md, GPU, has what the first one found:
+# every variant ~25 ms a step with the GPU busy ~2.5 ms of it): step time and profiler tables
+# (bench/step_profile.py) for stock, ours, without cuDNN attention, with loader workers, static shapes, and
+# static shapes under CUDA graphs (torch.compile mode reduce-overhead); NerPredictor's throughput alone (the
+# pipeline's figures come from bench/gpu.sh); and an `accelerate launch` run on one GPU with its log.
 #   device run, carry [".device"]:   source .device/setup.sh && bash bench/gpu_diagnose.sh
 #   here (CPU rehearsal, tiny):       bash bench/gpu_diagnose.sh --smoke
 set -uo pipefail
@@ -22,9 +23,12 @@ if [[ ${1:-} == --smoke ]]; then steps=(--steps 30 --profile_from 15 --profile_s
   echo "exit code $? after $SECONDS s" >>"$OUT/accelerate.log"
 ) &
 echo "=== step profile"
-timeout 230 "$PY" bench/step_profile.py --model "$MINILM" --variants stock ours-before ours "${steps[@]}" \
-  --extra_variant "ours+flex=--packed_attention flex" \
-  --extra_variant "ours+static+compile=--pack_to_length 160 --torch_compile true" --out "$OUT" 2>"$OUT/step_profile.err"
+timeout 260 "$PY" bench/step_profile.py --model "$MINILM" --variants stock ours "${steps[@]}" \
+  --extra_variant "ours+nocudnn=" \
+  --extra_variant "ours+workers=--dataloader_num_workers 4 --dataloader_persistent_workers true" \
+  --extra_variant "ours+static=--pack_to_length 160" \
+  --extra_variant "ours+graphs=--pack_to_length 160 --torch_compile true --torch_compile_mode reduce-overhead --dataloader_num_workers 4" \
+  --out "$OUT" 2>"$OUT/step_profile.err"
 echo "step profile: exit code $?"
 wait
 echo "=== accelerate launch"; tail -5 "$OUT/accelerate.log"

@@ -6,7 +6,7 @@
 Each variant trains on the first ``--steps`` x 32 CoNLL-2003 training sentences (batch 32, bf16 on a GPU) through
 bench/speed.py's harness. Every call of ``Trainer.training_step`` is timed from one call to the next, so a step
 covers the data loader, forward, backward and optimizer; the median over the steps after ``--skip`` is
-reported. Steps ``--profile_from`` to ``--profile_from + --profile_steps`` run under torch.profiler (CPU and
+reported. A variant whose name holds ``nocudnn`` runs with SDPA's cuDNN kernel switched off. Steps ``--profile_from`` to ``--profile_from + --profile_steps`` run under torch.profiler (CPU and
 CUDA): the tables of the top operators by self CPU time and by self device time go to DIR/profiles.txt,
 the step times to DIR/steps.json. On a CPU it runs too (tiny sizes: --steps 40), for rehearsal.
 """
@@ -115,11 +115,16 @@ def main(argv: list[str] | None = None) -> None:
         model = speed.prepare_models([args.model], Path(scratch), args.minilm or speed.minilm_path())[args.model]
         for variant in variants:
             clock.reset()
+            cudnn = torch.backends.cuda.cudnn_sdp_enabled()
+            if "nocudnn" in variant.name:  # SDPA without cuDNN's kernel (it builds a plan for each new shape)
+                torch.backends.cuda.enable_cudnn_sdp(False)
             try:
                 row = speed.run_one(variant, args.model, model, data, limits, common)
                 error = None
             except Exception as exc:  # a variant that fails is reported; the others still run
                 row, error = {}, f"{type(exc).__name__}: {exc}"[:500]
+            finally:
+                torch.backends.cuda.enable_cudnn_sdp(cudnn)
             result = {
                 "variant": variant.name, "flags": variant.args, "steps": max(len(clock.times) - 1, 0),
                 "median_step_ms": clock.median_ms(args.skip), "first_step_ms": round((clock.times[1] - clock.times[0]) * 1000, 1)

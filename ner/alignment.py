@@ -145,6 +145,8 @@ def encode_sentences(
     fallback = label2id.get(OUTSIDE, IGNORE_INDEX) if label2id is not None else IGNORE_INDEX
     if tags is not None:
         columns["labels"] = []
+    # Read once: each read of a special token's id is a vocabulary lookup in transformers 5 (~35 us).
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     for row, sentence_words in enumerate(words):
         word_of_piece = encoded.word_ids(row)
         first = [NO_POSITION] * len(sentence_words)
@@ -171,7 +173,7 @@ def encode_sentences(
                 left = _context(pieces, documents, row, min(context_size, room // 2), -1)
                 right = _context(pieces, documents, row, min(context_size, room - len(left)), 1)
             offset = 1 + len(left) - start  # example position of sentence piece i is i + offset
-            ids = [tokenizer.cls_token_id] + left + pieces[row][start:end] + right + [tokenizer.sep_token_id]
+            ids = [cls_id] + left + pieces[row][start:end] + right + [sep_id]
             columns["input_ids"].append(ids)
             columns["attention_mask"].append([1] * len(ids))
             columns["token_type_ids"].append([0] * len(ids))

@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from itertools import chain
 from typing import Any
 
+import numpy as np
 import torch
 
 from ner.alignment import (
@@ -113,28 +115,26 @@ class NerPredictor:
         labels: list[list[int]] = [[] for _ in range(count)]  # per example: the label id decoded at each position
         probabilities: list[list[float]] = [[] for _ in range(count)]  # and its probability
         order = sorted(range(count), key=lambda i: len(examples["input_ids"][i]))
+        pad_id = self.tokenizer.pad_token_id  # read once: each read is a vocabulary lookup
+        pending: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []  # each batch's rows and device outputs
         for begin in range(0, count, self.batch_size):
             rows = order[begin : begin + self.batch_size]
-            width = max(len(examples["input_ids"][r]) for r in rows)
-            if self.device.type == "cuda":
-                width += -width % 8  # a multiple of 8 for tensor cores (on a CPU it is only more padding)
-            ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-            attention = torch.zeros((len(rows), width), dtype=torch.long)
-            first = torch.zeros((len(rows), width), dtype=torch.bool)
-            for i, r in enumerate(rows):
-                length = len(examples["input_ids"][r])
-                ids[i, :length] = torch.tensor(examples["input_ids"][r])
-                attention[i, :length] = 1
-                first[i, [p for p in examples["word_positions"][r] if p != NO_POSITION]] = True
+            ids, attention, first = batch_arrays(
+                [examples["input_ids"][r] for r in rows], [examples["word_positions"][r] for r in rows], pad_id,
+                multiple=8 if self.device.type == "cuda" else 1,  # tensor cores; on a CPU only more padding
+            )
             edges = {
                 name: torch.tensor([examples[name][r] for r in rows], dtype=torch.bool, device=self.device)
                 for name in ("opens_sentence", "closes_sentence")
             }
-            ids, attention, first = ids.to(self.device), attention.to(self.device), first.to(self.device)
+            ids, attention, first = (torch.from_numpy(array).to(self.device) for array in (ids, attention, first))
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 output = self.model(input_ids=ids, attention_mask=attention, word_starts=first, **edges)
             predicted = output.predictions
             chosen = output.logits.float().softmax(-1).gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
+            pending.append((rows, predicted, chosen))
+        # Read back only now: on a GPU the batches above were queued without waiting for one another.
+        for rows, predicted, chosen in pending:
             for r, row_labels, row_probabilities in zip(rows, predicted.cpu().tolist(), chosen.cpu().tolist()):
                 labels[r], probabilities[r] = row_labels, row_probabilities
         sources = word_sources(examples, [len(words) for words in sentences])
@@ -162,6 +162,24 @@ class NerPredictor:
         split = [split_words(text) for text in texts]
         tagged = self.tag([words for words, _ in split])
         return [self.entities(t, text, offsets) for t, text, (_, offsets) in zip(tagged, texts, split)]
+
+
+def batch_arrays(
+    input_ids: Sequence[Sequence[int]], word_positions: Sequence[Sequence[int]], pad_id: int, multiple: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Padded ``input_ids``, ``attention_mask`` and word-start mask of a batch of examples, built without a
+    per-row tensor: width the longest example rounded up to ``multiple``."""
+    lengths = np.fromiter((len(row) for row in input_ids), dtype=np.int64, count=len(input_ids))
+    width = int(lengths.max()) if len(lengths) else 0
+    width += -width % multiple
+    filled = np.arange(width) < lengths[:, None]  # row-major: True cells in the order of the rows' ids
+    ids = np.full(filled.shape, pad_id, dtype=np.int64)
+    ids[filled] = np.fromiter(chain.from_iterable(input_ids), dtype=np.int64, count=int(lengths.sum()))
+    positions = [[p for p in row if p != NO_POSITION] for row in word_positions]
+    row_of = np.repeat(np.arange(len(positions)), [len(row) for row in positions])
+    first = np.zeros(filled.shape, dtype=bool)
+    first[row_of, np.fromiter(chain.from_iterable(positions), dtype=np.int64, count=len(row_of))] = True
+    return ids, filled.astype(np.int64), first
 
 
 def chunks(items: Iterable[Any], size: int, boundary=lambda item: True) -> Iterator[list[Any]]:

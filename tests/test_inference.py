@@ -12,7 +12,8 @@ from conftest import DEMO_DATA
 from ner.cli import main as cli_main
 from ner.cli import predict_file
 from ner.conll import read_conll
-from ner.inference import NerPredictor, split_words
+from ner.alignment import NO_POSITION
+from ner.inference import NerPredictor, batch_arrays, split_words
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,19 @@ def predictor(trained) -> NerPredictor:
 
 def short_texts() -> list[str]:
     return [" ".join(s.words) for s in list(read_conll(DEMO_DATA / "test.txt"))[:25]]
+
+
+@pytest.mark.parametrize("multiple", [1, 8])
+def test_batch_arrays_pad_each_row_and_mark_its_word_starts(multiple):
+    ids = [[101, 7, 8, 102], [101, 9, 102], [101, 5, 6, 4, 3, 2, 102]]
+    positions = [[1, NO_POSITION, 2], [1], [1, 3, NO_POSITION, 5]]
+    padded, attention, first = batch_arrays(ids, positions, pad_id=0, multiple=multiple)
+    width = 7 if multiple == 1 else 8
+    assert padded.shape == attention.shape == first.shape == (3, width)
+    for row, (row_ids, row_positions) in enumerate(zip(ids, positions)):
+        assert padded[row].tolist() == row_ids + [0] * (width - len(row_ids))
+        assert attention[row].tolist() == [1] * len(row_ids) + [0] * (width - len(row_ids))
+        assert [i for i in range(width) if first[row, i]] == [p for p in row_positions if p != NO_POSITION]
 
 
 def test_entities_agree_with_the_transformers_pipeline(trained, predictor):
