@@ -26,14 +26,15 @@ sys.path.insert(0, str(REPO))
 
 from run_ner import main  # noqa: E402
 
+LINEAR = ["--use_crf", "false"]  # a new head is a CRF unless asked otherwise
 VARIANTS = {
-    "linear": [],
-    "mlp (2 layers)": ["--head_layers", "2"],
+    "linear": LINEAR,
+    "mlp (2 layers)": ["--head_layers", "2", *LINEAR],
     "crf": ["--use_crf"],
-    "linear + constrained decoding": ["--decoding", "constrained"],
-    "linear + document context (64 sub-tokens each side)": ["--context_size", "64"],
+    "linear + constrained decoding": ["--decoding", "constrained", *LINEAR],
+    "linear + document context (64 sub-tokens each side)": ["--context_size", "64", *LINEAR],
     # The schedule: twice the recipe's learning rate (small encoders such as MiniLM often want more).
-    "linear, lr 1e-4": ["--learning_rate", "1e-4"],
+    "linear, lr 1e-4": ["--learning_rate", "1e-4", *LINEAR],
     "crf, lr 1e-4": ["--use_crf", "--learning_rate", "1e-4"],
 }
 

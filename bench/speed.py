@@ -348,6 +348,7 @@ def run_ours(model: str, data: Path, limits: dict[str, int | None], common: dict
         "--learning_rate", "5e-5", "--seed", str(common["seed"]),
         "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "50", "--report_to", "none",
         "--disable_tqdm", "true", "--log_level", "warning",
+        "--use_crf", "false",  # the stock recipe's linear head (a new head is a CRF by default): like for like
     ]
     for split, flag in (("train", "--max_train_samples"), ("validation", "--max_eval_samples"), ("test", "--max_predict_samples")):
         if limits[split] is not None:

@@ -55,7 +55,9 @@ class NerBertConfig(BertConfig):
     )
     use_crf: bool = head_setting(
         False,
-        "Add a CRF layer: trained with its log-likelihood, decoded with Viterbi (kept when reloading).",
+        "A CRF layer: trained with its log-likelihood, decoded with Viterbi (kept when reloading). run_ner.py gives a "
+        "new head one unless --use_crf false (a linear head, loadable by plain pipeline()), --decoding or "
+        "--label_all_tokens is given.",
         on_card=True,
     )
     decoding: str = head_setting(
@@ -123,13 +125,14 @@ HEAD_SETTINGS: dict[str, Field] = {
 }
 
 
-def head_argument(name: str, default: Any = None) -> Any:
+def head_argument(name: str, default: Any = None, **argparse: Any) -> Any:
     """The field of an entry point's argument dataclass that offers head setting ``name``, with its help.
 
     ``default`` stands for "not given" (so a fine-tuned model keeps its saved setting): None, or False for an
-    option that can only switch a setting on.
+    option that can only switch a setting on. ``argparse``: more ``add_argument`` keywords (e.g. ``nargs="?",
+    const=True`` so that a bare ``--use_crf`` means true and ``--use_crf false`` is possible too).
     """
-    return field(default=default, metadata={"help": HEAD_SETTINGS[name].metadata["help"]})
+    return field(default=default, metadata={"help": HEAD_SETTINGS[name].metadata["help"], **argparse})
 
 
 def given_head_settings(*arguments: Any) -> dict[str, Any]:

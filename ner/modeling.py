@@ -183,6 +183,7 @@ def load_model(
     label_list: list[str],
     *,
     head: Mapping[str, Any] | None = None,
+    new_head: Mapping[str, tuple[Any, str]] | None = None,
     config_name: str | None = None,
     tag_scheme: str = "IOB2",
     new_classifier: bool = False,
@@ -196,7 +197,9 @@ def load_model(
     (``ner.schemes.unpredictable_tags``). Only ``new_classifier=True`` replaces a trained classifier (and
     CRF) by a new one for ``label_list``, discarding it. ``hub_kwargs`` (``cache_dir``, ``revision``,
     ``token``, ...) go to ``from_pretrained``. ``head`` sets head settings (``ner.configuration.HEAD_SETTINGS``);
-    those it leaves out come from a trained model's saved config, else from their declared defaults.
+    those it leaves out come from a trained model's saved config, else from ``new_head`` (setting -> value and
+    the line to log when a new classifier takes it: an entry point's defaults), else from their declared
+    defaults (which are also what a saved config without the setting is read as).
     """
     head = dict(head or {})
     unknown = [name for name in head if name not in HEAD_SETTINGS]
@@ -241,6 +244,9 @@ def load_model(
     settings = {key: value for key, value in base.to_dict().items() if key not in ("model_type", "transformers_version")}
     for name, setting in HEAD_SETTINGS.items():
         saved = settings.get(name, setting.default) if trained_labels else setting.default
+        if not trained_labels and name in (new_head or {}) and name not in head:
+            saved, announcement = new_head[name]
+            logger.info("%s", announcement)
         settings[name] = head.get(name, saved)
     settings.update(
         num_labels=len(label_list),

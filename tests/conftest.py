@@ -246,7 +246,8 @@ def demo_run(tiny_bert, tmp_path_factory) -> DemoRun:
     demo/data, 2 epochs of 13 steps with a checkpoint and dev scores after each, the loss logged every 5 steps
     to TensorBoard, then ``--push_to_hub`` (with a token, without ``--push_eval_text``).
 
-    For tests of what a run leaves (files, card, reports, plots, logs, upload); the model tags little.
+    For tests of what a run leaves (files, card, reports, plots, logs, upload), with the linear head that plain
+    transformers loads; the model tags little.
     """
     root = tmp_path_factory.mktemp("demo-run")
     results, calls, records = run_and_push([
@@ -257,5 +258,6 @@ def demo_run(tiny_bert, tmp_path_factory) -> DemoRun:
         "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32",
         "--logging_steps", "5", "--report_to", "tensorboard",
         "--push_to_hub", "--hub_model_id", "someone/tiny-ner", "--hub_token", FAKE_TOKEN,
+        "--use_crf", "false",  # the stock-compatible linear head (a new head is a CRF by default)
     ])
     return DemoRun(root / "out", results, calls, records)

@@ -132,4 +132,5 @@ def training_args(model: Path, data: Path, out: Path, *, seed: int = 1) -> list[
         "--report_to", "none",
         "--use_cpu",
         "--dataloader_num_workers", "0",
+        "--use_crf", "false",  # the stock-compatible linear head: tests compare it with pipeline()
     ]

@@ -31,8 +31,10 @@ def test_the_command_line_offers_each_head_setting_once_with_its_declared_help()
     [
         ([], {}),
         (["--use_crf", "--head_layers", "2", "--context_size", "8"], {"head_layers": 2, "use_crf": True, "context_size": 8}),
-        # --use_crf can only switch a CRF on: false leaves a fine-tuned model's own setting
-        (["--use_crf", "false", "--decoding", "constrained", "--classifier_dropout", "0.2"], {"classifier_dropout": 0.2, "decoding": "constrained"}),
+        # --use_crf false is given too: a new head is then linear (without it run_ner's new heads are CRFs)
+        (["--use_crf", "false", "--decoding", "constrained", "--classifier_dropout", "0.2"],
+         {"use_crf": False, "classifier_dropout": 0.2, "decoding": "constrained"}),
+        (["--decoding", "argmax"], {"decoding": "argmax"}),
     ],
 )
 def test_only_the_head_options_given_reach_load_model(options, given):

@@ -232,6 +232,34 @@ def test_bf16_mixed_precision_on_cpu(tiny_bert, tmp_path):
 
 
 @pytest.mark.integration
+def test_a_new_head_is_a_crf_by_default_and_the_run_says_so(tiny_bert, tmp_path, caplog):
+    out = tmp_path / "default"
+    with caplog.at_level(logging.INFO):
+        main(base_args(tiny_bert, out, "--do_train", "--max_steps", "2", "--save_strategy", "no"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["use_crf"] is True and config["model_type"] == "ner_bert"  # plain transformers refuses it
+    announced = [r.getMessage() for r in caplog.records if r.getMessage().startswith("A new CRF head: the default")]
+    assert len(announced) == 1 and "--use_crf false" in announced[0]
+    assert "pipeline()" in (out / "README.md").read_text()  # the card says how it loads
+    caplog.clear()
+    # A fine-tuned model keeps its own head: no CRF added to a linear one, nothing announced.
+    linear = tmp_path / "linear"
+    main(base_args(tiny_bert, linear, "--do_train", "--max_steps", "2", "--save_strategy", "no", "--use_crf", "false"))
+    with caplog.at_level(logging.INFO):
+        main(base_args(linear, tmp_path / "again", "--do_train", "--max_steps", "2", "--save_strategy", "no"))
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["model_type"] == "bert"
+    assert not [r for r in caplog.records if r.getMessage().startswith("A new CRF head")]
+
+
+@pytest.mark.parametrize("option", [["--decoding", "constrained"], ["--label_all_tokens"]])
+def test_a_new_head_stays_linear_with_options_a_crf_does_not_take(tiny_bert, tmp_path, caplog, option):
+    with caplog.at_level(logging.INFO):
+        main(base_args(tiny_bert, tmp_path / "out", "--do_train", "--max_steps", "1", "--save_strategy", "no", *option))
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["use_crf"] is False
+    assert any(r.getMessage() == f"A new head is linear with {option[0]} (without it, the default is a CRF)." for r in caplog.records)
+
+
+@pytest.mark.integration
 def test_crf_run_then_predict_only_and_constrained_decoding(tiny_bert, tmp_path):
     out = tmp_path / "crf"
     trained = main(base_args(tiny_bert, out, "--do_train", "--do_eval", "--max_steps", "6", "--use_crf", "--save_strategy", "no"))
