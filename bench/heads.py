@@ -36,6 +36,8 @@ VARIANTS = {
     # The schedule: twice the recipe's learning rate (small encoders such as MiniLM often want more).
     "linear, lr 1e-4": ["--learning_rate", "1e-4", *LINEAR],
     "crf, lr 1e-4": ["--use_crf", "--learning_rate", "1e-4"],
+    # A separate rate for the head (classifier and CRF start random): 20x the encoder's.
+    "crf, head lr 1e-3": ["--use_crf", "--head_learning_rate", "1e-3"],
 }
 
 

@@ -71,6 +71,19 @@ class BatchingTrainer(Trainer):
         self.train_batch_sampler = train_batch_sampler
         self.sort_eval_by_length = sort_eval_by_length
 
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer; with ``args.head_learning_rate``, the head's parameters in groups of their own
+        at that rate (weight decay as the Trainer chose it; the scheduler then scales every group alike)."""
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        rate = getattr(self.args, "head_learning_rate", None)
+        target = self.model if model is None else model
+        if fresh and rate is not None and hasattr(target, "head_parameters"):
+            split_head_groups(optimizer, target.head_parameters(), rate)
+            logger.info("Learning rate %g for the head (%d tensors), %g for the encoder.",
+                        rate, len(target.head_parameters()), self.args.learning_rate)
+        return optimizer
+
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         inputs = super()._prepare_inputs(inputs)
         return with_block_mask(inputs) if "document_ids" in inputs else inputs
@@ -154,6 +167,20 @@ class BatchingTrainer(Trainer):
         finally:
             self.compute_metrics = compute_metrics
         return output._replace(predictions=_take(output.predictions, restore), label_ids=_take(output.label_ids, restore))
+
+
+def split_head_groups(optimizer: torch.optim.Optimizer, head: Sequence[torch.nn.Parameter], rate: float) -> None:
+    """Move ``head``'s parameters out of each of ``optimizer``'s groups into a copy of that group at learning rate
+    ``rate``. Before the first step only (no optimizer state yet)."""
+    ids = {id(parameter) for parameter in head}
+    groups = []
+    for group in optimizer.param_groups:
+        settings = {key: value for key, value in group.items() if key != "params"}
+        rest = [p for p in group["params"] if id(p) not in ids]
+        moved = [p for p in group["params"] if id(p) in ids]
+        groups += [{**settings, "params": rest}] if rest else []
+        groups += [{**settings, "params": moved, "lr": rate}] if moved else []
+    optimizer.param_groups = groups
 
 
 def _sorted_order(dataloader: Any) -> np.ndarray | None:

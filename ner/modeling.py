@@ -78,6 +78,11 @@ class BertForNer(BertPreTrainedModel):
                 self.rules = TransitionRules(allowed)
         self.post_init()
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The parameters that start from random values on a pretrained encoder: MLP layers, classifier, CRF."""
+        modules = [self.head, self.classifier] + ([self.crf] if self.crf is not None else [])
+        return [parameter for module in modules for parameter in module.parameters()]
+
     def _allowed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.device("cpu"):  # from_pretrained builds the model on the meta device; the tables are data
             return allowed_transitions(self.label_list, self.config.tag_scheme)

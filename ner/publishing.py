@@ -23,7 +23,7 @@ from ner.results import Results, SplitScores
 logger = logging.getLogger(__name__)
 
 HYPERPARAMETERS = (
-    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "learning_rate", "head_learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
     "warmup_steps", "weight_decay", "lr_scheduler_type", "optim", "seed", "fp16", "bf16",
 )
 
@@ -72,6 +72,7 @@ def finish_output_dir(
     plots = plots + ([curves.name] if curves else [])
     write_training_args_json(training_args, output_dir)
     training = {key: getattr(training_args, key) for key in HYPERPARAMETERS} if card.trained else {}
+    training = {key: value for key, value in training.items() if value is not None}  # e.g. no head learning rate
     card = replace(
         card,
         hyperparameters=training | card.hyperparameters,

@@ -85,6 +85,13 @@ class NerTrainingArguments(TrainingArguments):
             "default is off on CUDA, on elsewhere."
         },
     )
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the head (MLP layers, classifier, CRF), which starts from random values while the "
+            "encoder is pretrained; the same warmup and decay apply. Default: --learning_rate for every parameter."
+        },
+    )
     push_eval_text: bool = field(
         default=False,
         metadata={
@@ -94,6 +101,8 @@ class NerTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
+            raise ValueError(f"--head_learning_rate must be positive, got {self.head_learning_rate}.")
         self.do_eval_requested = self.do_eval  # before the parent turns it on for eval_strategy
         cuda = torch.cuda.is_available() and not self.use_cpu
         if not torch.cuda.is_available():

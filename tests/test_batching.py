@@ -455,3 +455,30 @@ def test_resuming_mid_epoch_with_static_shapes_trains_the_batches_left(tiny_bert
     trainer, rest = run(tmp_path / "cut", save_strategy="no")
     trainer.train(resume_from_checkpoint=str(tmp_path / "cut" / f"checkpoint-{stop}"))
     assert rest == everything[stop:]
+
+
+def test_head_learning_rate_puts_the_head_in_groups_of_its_own(tiny_bert, tmp_path):
+    from ner.batching import BatchingTrainer
+    from ner.modeling import load_model
+    from ner.training import NerTrainingArguments
+
+    model = load_model(str(tiny_bert), ["O", "B-PER", "I-PER"], head={"use_crf": True, "head_layers": 2})
+    args = NerTrainingArguments(output_dir=str(tmp_path), learning_rate=5e-5, head_learning_rate=1e-3, use_cpu=True,
+                                max_steps=10, warmup_steps=2, report_to="none", eval_strategy="no", save_strategy="no")
+    trainer = BatchingTrainer(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    head = {id(p) for p in model.head_parameters()}
+    assert len(head) == len(list(model.head.parameters())) + 2 + 3  # MLP layer, classifier weight/bias, CRF's 3
+    rates = {}
+    for group in trainer.optimizer.param_groups:
+        kinds = {id(p) in head for p in group["params"]}
+        assert len(kinds) == 1  # no group mixes head and encoder
+        rates.setdefault(kinds.pop(), set()).add(group["initial_lr"])
+    assert rates == {True: {1e-3}, False: {5e-5}}
+    every = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert every == {id(p) for p in model.parameters() if p.requires_grad}  # nothing lost or doubled
+    for _ in range(3):
+        trainer.optimizer.step()  # no gradients: moves nothing, keeps the scheduler's order of calls
+        trainer.lr_scheduler.step()
+    ratios = {round(g["lr"] / g["initial_lr"], 9) for g in trainer.optimizer.param_groups}
+    assert len(ratios) == 1  # one schedule scales every group alike

@@ -272,3 +272,13 @@ def test_crf_run_then_predict_only_and_constrained_decoding(tiny_bert, tmp_path)
         for i, tag in enumerate(predicted):
             if tag.startswith("I-"):
                 assert i > 0 and predicted[i - 1][2:] == tag[2:], predicted
+
+
+def test_head_learning_rate_reaches_the_optimizer_and_the_card(tiny_bert, tmp_path, caplog):
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        main(base_args(tiny_bert, out, "--do_train", "--max_steps", "2", "--save_strategy", "no", "--head_learning_rate", "0.02"))
+    assert any(r.getMessage().startswith("Learning rate 0.02 for the head") for r in caplog.records)
+    assert "head_learning_rate" in (out / "README.md").read_text()
+    with pytest.raises(ValueError, match="--head_learning_rate must be positive"):
+        main(base_args(tiny_bert, tmp_path / "bad", "--do_train", "--head_learning_rate", "0"))
