@@ -18,14 +18,12 @@ from typing import Any
 
 from ner.files import atomic_writer
 from ner.results import Split, SplitScores
-from ner.schemes import check_parallel, entities
+from ner.schemes import WordSpan, check_parallel, entities
 
 MISSED = "missed"  # column: a gold entity with no predicted entity on the same span
 SPURIOUS = "spurious"  # row: a predicted entity with no gold entity on the same span
 TOP_CONFUSIONS = 10
 MAX_MISTAKES = 10
-
-Span = tuple[int, int, str]  # (start word, end word exclusive, entity type)
 
 
 def entity_confusion(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, dict[str, int]]:
@@ -45,7 +43,7 @@ def entity_confusion(gold: list[list[str]], predicted: list[list[str]]) -> dict[
     return _confusion([entities(tags) for tags in gold], [entities(tags) for tags in predicted])
 
 
-def _confusion(gold_entities: list[list[Span]], predicted_entities: list[list[Span]]) -> dict[str, dict[str, int]]:
+def _confusion(gold_entities: list[list[WordSpan]], predicted_entities: list[list[WordSpan]]) -> dict[str, dict[str, int]]:
     types = sorted({t for sentence in gold_entities + predicted_entities for _, _, t in sentence})
     confusion = {row: {column: 0 for column in types + [MISSED]} for row in types}
     confusion[SPURIOUS] = {column: 0 for column in types}
@@ -72,7 +70,7 @@ def top_confusions(confusion: dict[str, dict[str, int]], limit: int = TOP_CONFUS
     return cells[:limit]
 
 
-def mark_entities(words: Sequence[str], spans: Sequence[Span]) -> str:
+def mark_entities(words: Sequence[str], spans: Sequence[WordSpan]) -> str:
     """The sentence with each entity bracketed: ``[PER Maria Lopez] visited [LOC Paris] .``"""
     starts = {start: (end, entity_type) for start, end, entity_type in spans}
     pieces, position = [], 0
@@ -87,14 +85,14 @@ def mark_entities(words: Sequence[str], spans: Sequence[Span]) -> str:
     return " ".join(pieces)
 
 
-def _describe(words: Sequence[str], spans: Sequence[Span]) -> list[dict[str, Any]]:
+def _describe(words: Sequence[str], spans: Sequence[WordSpan]) -> list[dict[str, Any]]:
     return [{"type": t, "start": start, "end": end, "text": " ".join(words[start:end])} for start, end, t in spans]
 
 
 def find_mistakes(
     words: Sequence[Sequence[str]],
-    gold_entities: list[list[Span]],
-    predicted_entities: list[list[Span]],
+    gold_entities: list[list[WordSpan]],
+    predicted_entities: list[list[WordSpan]],
     limit: int = MAX_MISTAKES,
 ) -> tuple[int, list[dict[str, Any]]]:
     """(number of sentences whose entities differ, the first ``limit`` of them in file order, marked up)."""

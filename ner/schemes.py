@@ -132,7 +132,10 @@ def check_parallel(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[s
         raise ValueError("words and tags must have the same sentences and lengths")
 
 
-def entities(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+WordSpan = tuple[int, int, str]  # an entity in a sentence: (first word, end word exclusive, type)
+
+
+def entities(tags: Sequence[str]) -> list[WordSpan]:
     """Entities of one sentence as ``(first word, end word exclusive, type)``, read the conlleval way.
 
     This is the reading conlleval, the CoNLL shared tasks, the Hugging Face example (seqeval's default
@@ -141,7 +144,7 @@ def entities(tags: Sequence[str]) -> list[tuple[int, int, str]]:
     entity on their own (IOBES, BILOU); an ``E-X``/``L-X`` with nothing open opens and closes one. Every
     scheme is read by this one loop, so scores, reports and the predictor's spans never disagree.
     """
-    found: list[tuple[int, int, str]] = []
+    found: list[WordSpan] = []
     start: int | None = None  # first word of the open entity, None when none is open
     open_type = ""
     for position, tag in enumerate(tags):
