@@ -22,7 +22,7 @@ import torch
 from transformers import BertTokenizerFast, DataCollatorForTokenClassification
 
 from conftest import REPO, TAGGER_MIN_F1, make_tiny_bert
-from test_batching import SENTENCES, features
+from batch_helpers import SENTENCES, features
 from ner.attention import PACKABLE_ATTENTION, SDPA_OR_FLEX
 from ner.schemes import IGNORE_INDEX
 
