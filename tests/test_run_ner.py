@@ -282,3 +282,24 @@ def test_head_learning_rate_reaches_the_optimizer_and_the_card(tiny_bert, tmp_pa
     assert "head_learning_rate" in (out / "README.md").read_text()
     with pytest.raises(ValueError, match="--head_learning_rate must be positive"):
         main(base_args(tiny_bert, tmp_path / "bad", "--do_train", "--head_learning_rate", "0"))
+
+
+def test_default_learning_rate_follows_the_measured_rule():
+    from ner.configuration import NerBertConfig
+    from ner.training import default_learning_rate
+
+    assert default_learning_rate(NerBertConfig(hidden_size=384, num_attention_heads=12, use_crf=True)) == 1e-4
+    assert default_learning_rate(NerBertConfig(hidden_size=768, use_crf=True)) is None  # not measured: 5e-5
+    assert default_learning_rate(NerBertConfig(hidden_size=384, num_attention_heads=12, use_crf=False)) is None
+
+
+@pytest.mark.parametrize("extra, rate", [([], 1e-4), (["--use_crf", "false"], 5e-5), (["--learning_rate", "2e-3"], 2e-3)])
+def test_a_run_without_learning_rate_takes_the_measured_default(tiny_bert, tmp_path, caplog, extra, rate):
+    argv = base_args(tiny_bert, tmp_path / "out", "--do_train", "--max_steps", "1", "--save_strategy", "no", *extra)
+    at = argv.index("--learning_rate")
+    del argv[at : at + 2]  # base_args' own rate (the first); one in ``extra`` stays
+    with caplog.at_level(logging.INFO):
+        main(argv)
+    announced = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Learning rate 0.0001: the default")]
+    assert len(announced) == (1 if rate == 1e-4 else 0)
+    assert f"| learning_rate | {rate:g} |" in (tmp_path / "out" / "README.md").read_text()
