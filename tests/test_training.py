@@ -41,3 +41,17 @@ def test_cpu_arguments_keep_transformers_defaults(tmp_path):
 def test_explicit_optimizer_reaches_the_trainer_arguments(tmp_path):
     args = NerTrainingArguments(output_dir=str(tmp_path), report_to="none", optim="adamw_torch", use_cpu=True)
     assert args.optim == "adamw_torch"
+
+
+@pytest.mark.parametrize("given, warmup_ratio, warmup_steps", [
+    ({}, 0.1, 0.1),  # the measured recipe's 10%
+    ({"warmup_steps": 10}, None, 10),
+    ({"warmup_ratio": 0.0}, 0.0, 0.0),  # no warmup, asked for
+    ({"warmup_ratio": 0.2}, 0.2, 0.2),
+])
+def test_ner_recipe_defaults_batch_32_and_warmup_unless_given(tmp_path, given, warmup_ratio, warmup_steps):
+    args = NerTrainingArguments(output_dir=str(tmp_path), report_to="none", **given)
+    assert (args.warmup_ratio, args.warmup_steps) == (warmup_ratio, warmup_steps)
+    assert (args.per_device_train_batch_size, args.per_device_eval_batch_size) == (32, 64)
+    assert args.learning_rate == TrainingArguments.learning_rate and not args.learning_rate_given
+    assert NerTrainingArguments(output_dir=str(tmp_path), report_to="none", learning_rate=2e-5).learning_rate_given
