@@ -23,8 +23,8 @@ from ner.results import Results, SplitScores
 logger = logging.getLogger(__name__)
 
 HYPERPARAMETERS = (
-    "learning_rate", "head_learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "warmup_steps", "weight_decay", "lr_scheduler_type", "optim", "seed", "fp16", "bf16",
+    "learning_rate", "head_learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "warmup_steps", "weight_decay", "lr_scheduler_type", "optim", "seed", "fp16", "bf16",
 )
 
 
