@@ -290,10 +290,10 @@ def test_default_learning_rate_follows_the_measured_rule():
 
     assert default_learning_rate(NerBertConfig(hidden_size=384, num_attention_heads=12, use_crf=True)) == 1e-4
     assert default_learning_rate(NerBertConfig(hidden_size=768, use_crf=True)) is None  # not measured: 5e-5
-    assert default_learning_rate(NerBertConfig(hidden_size=384, num_attention_heads=12, use_crf=False)) is None
+    assert default_learning_rate(NerBertConfig(hidden_size=384, num_attention_heads=12, use_crf=False)) == 1e-4
 
 
-@pytest.mark.parametrize("extra, rate", [([], 1e-4), (["--use_crf", "false"], 5e-5), (["--learning_rate", "2e-3"], 2e-3)])
+@pytest.mark.parametrize("extra, rate", [([], 1e-4), (["--use_crf", "false"], 1e-4), (["--learning_rate", "2e-3"], 2e-3)])
 def test_a_run_without_learning_rate_takes_the_measured_default(tiny_bert, tmp_path, caplog, extra, rate):
     argv = base_args(tiny_bert, tmp_path / "out", "--do_train", "--max_steps", "1", "--save_strategy", "no", *extra)
     at = argv.index("--learning_rate")
