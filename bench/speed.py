@@ -86,6 +86,12 @@ class Variant:
     sort_eval: bool = True  # ours: length-sorted evaluation; False = file order, as before
     project_labels: bool = False  # stock: the project's label order (O, then B-/I- per type) instead of sorted
 
+    @classmethod
+    def from_spec(cls, spec: str) -> Variant:
+        """``--extra_variant NAME=run_ner flags``: one more run of ours with those flags."""
+        name, _, flags = spec.partition("=")
+        return cls(name.strip(), args=shlex.split(flags))
+
 
 VARIANTS = {
     "stock": Variant("stock", stock=True),
@@ -652,9 +658,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         print(f"wrote {args.export_minilm}")
         return None
     variants = [VARIANTS[name] for name in (args.variants or (GPU_VARIANTS if args.gpu else CPU_VARIANTS))]
-    for spec in args.extra_variant:
-        name, _, flags = spec.partition("=")
-        variants.append(Variant(name.strip(), args=shlex.split(flags)))
+    variants += [Variant.from_spec(spec) for spec in args.extra_variant]
     limits = {"train": args.train_samples, "validation": args.eval_samples, "test": args.eval_samples}
     common = {
         "batch_size": args.batch_size,

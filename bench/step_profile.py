@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -99,9 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     import speed
 
     variants = [speed.VARIANTS[name] for name in args.variants]
-    for spec in args.extra_variant:
-        name, _, flags = spec.partition("=")
-        variants.append(speed.Variant(name.strip(), args=shlex.split(flags)))
+    variants += [speed.Variant.from_spec(spec) for spec in args.extra_variant]
     args.out.mkdir(parents=True, exist_ok=True)
     clock = StepClock(args.profile_from, args.profile_steps)
     clock.install()

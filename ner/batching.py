@@ -79,9 +79,9 @@ class BatchingTrainer(Trainer):
         rate = getattr(self.args, "head_learning_rate", None)
         target = self.model if model is None else model
         if fresh and rate is not None and hasattr(target, "head_parameters"):
-            split_head_groups(optimizer, target.head_parameters(), rate)
-            logger.info("Learning rate %g for the head (%d tensors), %g for the encoder.",
-                        rate, len(target.head_parameters()), self.args.learning_rate)
+            head = target.head_parameters()
+            split_head_groups(optimizer, head, rate)
+            logger.info("Learning rate %g for the head (%d tensors), %g for the encoder.", rate, len(head), self.args.learning_rate)
         return optimizer
 
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
