@@ -69,6 +69,7 @@ class ModelArguments:
     head_activation: str | None = head_argument("head_activation")
     classifier_dropout: float | None = head_argument("classifier_dropout")
     use_crf: bool | None = head_argument("use_crf", nargs="?", const=True)  # --use_crf, --use_crf true|false
+    crf_token_loss: float | None = head_argument("crf_token_loss")
     decoding: str | None = head_argument("decoding")
     new_classifier: bool = field(
         default=False,

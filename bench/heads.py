@@ -38,6 +38,10 @@ VARIANTS = {
     "crf, lr 1e-4": ["--use_crf", "--learning_rate", "1e-4"],
     # A separate rate for the head (classifier and CRF start random): 20x the encoder's.
     "crf, head lr 1e-3": ["--use_crf", "--head_learning_rate", "1e-3"],
+    # Issue 23: the CRF on packed rows, word-level scan, and the token cross-entropy added to its loss (the defaults),
+    # and the same without the cross-entropy.
+    "defaults (packed crf + token loss, lr 1e-4)": ["--learning_rate", "1e-4"],
+    "packed crf, no token loss, lr 1e-4": ["--learning_rate", "1e-4", "--crf_token_loss", "0"],
 }
 
 
@@ -71,6 +75,9 @@ def run(
             "variant": name, "dev_f1": round(results["eval_f1"], 4), "test_f1": round(results["predict_f1"], 4),
             "dev_f1_strict": round(results["eval_f1_strict"], 4), "test_f1_strict": round(results["predict_f1_strict"], 4),
             "train_samples_per_second": round(results["train_samples_per_second"], 1),
+            "train_seconds": round(results["train_runtime"], 1),
+            **{f"{split}_plain_f1": round(results[key], 4) for split, key in (("dev", "eval_plain_f1"), ("test", "predict_plain_f1"))
+               if key in results},
             "wall_seconds": round(time.perf_counter() - started, 1),
         }
         print(json.dumps(row), flush=True)

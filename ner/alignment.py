@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from itertools import count
 from typing import Any
 
-from ner.schemes import IGNORE_INDEX, OUTSIDE, join_tag, split_tag
+from ner.schemes import IGNORE_INDEX, OUTSIDE, continuation_labels
 
 logger = logging.getLogger(__name__)
 
@@ -72,20 +72,6 @@ def resolve_max_seq_length(requested: int | None, tokenizer: Any, config: Any) -
     if requested < 3:
         raise ValueError(f"max_seq_length {requested} leaves no room for a sub-token beside [CLS] and [SEP]; give at least 3.")
     return requested
-
-
-def continuation_labels(label_list: list[str]) -> list[int]:
-    """Label id for the non-first sub-tokens of a word, by the word's label id: ``I-X`` for any tag of type X.
-
-    A continuation piece is inside its word's entity and never opens or closes one, in every scheme
-    (B-X, E-X, S-X, L-X, U-X -> I-X); ``O`` stays ``O``. Where the list has no ``I-X`` the tag is kept.
-    """
-    index = {label: i for i, label in enumerate(label_list)}
-    result = []
-    for i, label in enumerate(label_list):
-        prefix, entity_type = split_tag(label)
-        result.append(index.get(join_tag("I", entity_type), i) if prefix != OUTSIDE else i)
-    return result
 
 
 def plan_windows(length: int, budget: int, stride: int) -> list[tuple[int, int]]:

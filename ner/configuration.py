@@ -7,6 +7,8 @@ what the user gave to ``load_model`` with ``given_head_settings``, and lists it 
 
 This module needs transformers' configuration classes, not the model code: ``import ner`` imports it as soon
 as transformers' ``AutoConfig`` is imported, which registers the model type ``ner_bert`` (see ``ner/__init__``).
+It is also copied into model folders that need their own code (``ner.modeling.REMOTE_CODE_FILES``); a copy
+there registers nothing: transformers finds it through config.json's ``auto_map``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from typing import Any
 
 from transformers import AutoConfig, BertConfig
 
+# Imported as part of this package (which registers its classes with the Auto classes), not as a copy in a model
+# folder loaded with trust_remote_code.
+IN_PACKAGE = __package__ == "ner"
 HEAD_ACTIVATIONS = {"gelu": "GELU", "relu": "ReLU", "tanh": "Tanh"}  # setting -> torch.nn class name
 DECODINGS = ("argmax", "constrained")
 
@@ -60,6 +65,13 @@ class NerBertConfig(BertConfig):
         "--label_all_tokens is given.",
         on_card=True,
     )
+    crf_token_loss: float = head_setting(
+        1.0,
+        "Weight of the token cross-entropy added to a CRF's loss (both summed per sentence): it trains the emissions to "
+        "tag on their own too, which is what plain transformers reads from the folder (argmax, without the CRF). "
+        "0 = the CRF's likelihood alone.",
+        on_card=True,
+    )
     decoding: str = head_setting(
         "argmax",
         "Without a CRF: 'argmax' per token (default), or 'constrained' (only valid tag transitions, e.g. no I-X "
@@ -80,7 +92,8 @@ class NerBertConfig(BertConfig):
         # A config is made before its model (by AutoConfig and pipeline() too), so the model class is registered
         # by the time the Auto classes look for it. Not at import: transformers may be midway through importing
         # the model code that ner.modeling needs.
-        importlib.import_module(".modeling", __package__)
+        if IN_PACKAGE:
+            importlib.import_module(".modeling", __package__)
 
     def validate_head(self) -> None:
         """Refuses a head setting outside the values its field declares."""
@@ -99,7 +112,17 @@ class NerBertConfig(BertConfig):
         A constrained-decoding model keeps ``model_type`` ``ner_bert``, so that plain transformers refuses it
         instead of silently decoding it by argmax.
         """
-        return self.head_layers == 1 and not self.use_crf and self.decoding == "argmax"
+        return self.stock_readable and not self.use_crf and self.decoding == "argmax"
+
+    @property
+    def stock_readable(self) -> bool:
+        """True when stock ``BertForTokenClassification`` computes this model's emissions (a single linear layer):
+        the folder then says ``model_type`` ``bert``, and plain transformers reads it as a token classifier that
+        decodes them by argmax. A CRF or constrained model decodes them otherwise: with ``trust_remote_code=True``
+        transformers runs its own code from the folder (``auto_map``). An MLP head has no stock reading: its folder
+        keeps ``model_type`` ``ner_bert``, which plain transformers refuses, asking for ``trust_remote_code=True``.
+        """
+        return self.head_layers == 1
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> NerBertConfig:
@@ -112,13 +135,20 @@ class NerBertConfig(BertConfig):
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
-        if self.stock_compatible:
+        output.pop("auto_map", None)
+        if self.stock_readable:
             # Written as a plain BERT token classifier so that stock transformers loads it.
             output["model_type"] = BertConfig.model_type
+        if self.stock_compatible:
             if output.get("architectures") == ["BertForNer"]:
                 output["architectures"] = ["BertForTokenClassification"]
+        else:
+            output["auto_map"] = dict(AUTO_MAP)
         return output
 
+
+# Where trust_remote_code finds the classes in a folder that carries the code (ner.modeling.REMOTE_CODE_FILES).
+AUTO_MAP = {"AutoConfig": "configuration.NerBertConfig", "AutoModelForTokenClassification": "modeling.BertForNer"}
 
 HEAD_SETTINGS: dict[str, Field] = {
     setting.name: setting for setting in fields(NerBertConfig) if setting.metadata.get("head_setting")
@@ -151,4 +181,5 @@ def head_hyperparameters(config: NerBertConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name, setting in HEAD_SETTINGS.items() if setting.metadata["on_card"]}
 
 
-AutoConfig.register(NerBertConfig.model_type, NerBertConfig)
+if IN_PACKAGE:
+    AutoConfig.register(NerBertConfig.model_type, NerBertConfig)

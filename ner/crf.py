@@ -1,17 +1,30 @@
-"""A linear-chain CRF, Viterbi decoding, and the transitions each tag scheme allows as tensors.
+"""A linear-chain CRF over words, Viterbi decoding, and the transitions each tag scheme allows as tensors.
 
 Used two ways: ``constrained_decode`` runs Viterbi over a plain classifier's logits with the scheme's
 invalid transitions forbidden (no ``I-PER`` after ``O`` in IOB2), and ``CRF`` learns transition
 scores and trains with the negative log-likelihood.
 
-Masks may have holes: the caller keeps only the first sub-token of each word, so the kept positions
-are scattered. Every function here reads the kept positions in order as one contiguous sequence
-(they are packed to the front, decoded, and scattered back); positions that are not kept are skipped
-entirely and come back as 0.
+Everything here is word level: ``emissions`` are ``[sentences, words, labels]``, one row per sentence with
+its words first (``mask`` True on a prefix of each row). ``word_index`` and ``gather_words`` bring them
+there from the encoder's sub-token outputs (the first sub-token of each word), wherever a sentence sits:
+alone in a padded row, or beside others in a packed one. The index is built with the batch on the host
+(``word_index_of``), so the number of word positions, and with it every loop here, is known without
+asking the device.
+
+The log-partition is a parallel scan in log space: the per-word transition matrices are multiplied in
+pairs, ``log2(words)`` rounds of a few batched operations each, instead of one small step per word (a
+training step on a GPU is bound by how many operations the host dispatches). Viterbi, at evaluation only,
+steps through the word positions.
+
+This module, ``ner.configuration``, ``ner.modeling``, ``ner.tag_rules`` and ``ner.tokenization_ner`` are
+copied into every output folder whose head stock transformers cannot run, so that
+``trust_remote_code=True`` loads it without this package: they import each other relatively and nothing
+else of ``ner``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -19,17 +32,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ner.schemes import transition_tables
+from .tag_rules import transition_tables
 
 logger = logging.getLogger(__name__)
 
 # Score of a forbidden transition while training: finite so that logsumexp and its gradient stay
 # free of NaN, and large enough that exp() of it is 0 in float32. Decoding uses -inf instead.
 FORBIDDEN_SCORE = -10000.0
+NO_WORD = -1  # word_index entry of a word position a sentence does not have
 
 
 def allowed_transitions(label_list: list[str], scheme: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``(transitions[C, C], start[C], end[C])``: ``schemes.transition_tables`` as boolean tensors.
+    """``(transitions[C, C], start[C], end[C])``: ``tag_rules.transition_tables`` as boolean tensors.
 
     ``transitions[i, j]`` is whether label ``j`` may directly follow label ``i``; ``start``/``end`` whether
     a sentence may open/close with that label.
@@ -43,25 +57,52 @@ def allowed_transitions(label_list: list[str], scheme: str) -> tuple[Tensor, Ten
     )
 
 
+def word_index_of(mask: Tensor, trim: bool = True) -> Tensor:
+    """``[rows, length]`` bool (True at each word's first sub-token) -> ``[rows, words]`` long: row ``b`` lists
+    the flat positions ``b * length + t`` of its True entries in order, then ``NO_WORD``.
+
+    ``trim`` cuts the result to the longest row's word count, which reads the mask: do it on the host (a
+    collator); on a device, ``trim=False`` keeps ``length`` columns and asks nothing.
+    """
+    rows, length = mask.shape
+    mask = mask.bool()
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+    counts = mask.sum(dim=1, keepdim=True)
+    kept = torch.arange(length, device=mask.device) < counts
+    index = torch.where(kept, order + torch.arange(rows, device=mask.device)[:, None] * length, NO_WORD)
+    return index[:, : int(counts.max()) if rows else 0] if trim else index
+
+
+def gather_words(values: Tensor, index: Tensor) -> Tensor:
+    """``values[rows, length, ...]`` read at ``index[sentences, words]`` (flat positions, ``NO_WORD`` where a
+    sentence has no such word: 0 there) -> ``[sentences, words, ...]``."""
+    flat = values.flatten(0, 1)
+    picked = flat[index.clamp(min=0)]
+    kept = (index >= 0).view(*index.shape, *([1] * (picked.dim() - 2)))
+    return picked.masked_fill(~kept, 0)
+
+
+def scatter_words(words: Tensor, index: Tensor, shape: torch.Size) -> Tensor:
+    """The inverse of ``gather_words`` for ``words[sentences, words]``: a ``shape`` tensor holding each word's
+    value at its sub-token position, 0 elsewhere."""
+    size = shape[0] * shape[1]
+    slots = index.masked_fill(index < 0, size).flatten()  # positions a sentence lacks go to one spare slot
+    out = words.new_zeros(size + 1).scatter_(0, slots, words.flatten())
+    return out[:size].view(shape)
+
+
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp16/bf16 go up to float32 (sums over a sentence lose too much in half precision)."""
     return torch.promote_types(dtype, torch.float32)
 
 
-def _pack(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(order[B, T], packed_mask[B, T], lengths[B])``: ``order`` lists each row's kept positions
-    first, in their original order, then the others; ``packed_mask`` is the prefix mask of the result."""
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
-    lengths = mask.sum(dim=1)
-    packed_mask = torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]
-    return order, packed_mask, lengths
-
-
 def _check_shapes(emissions: Tensor, mask: Tensor, num_labels: int) -> None:
     if emissions.dim() != 3 or emissions.shape[2] != num_labels:
-        raise ValueError(f"emissions must be [batch, time, {num_labels}], got {list(emissions.shape)}.")
+        raise ValueError(f"emissions must be [sentences, words, {num_labels}], got {list(emissions.shape)}.")
     if mask.shape != emissions.shape[:2]:
-        raise ValueError(f"mask must be [batch, time] = {list(emissions.shape[:2])}, got {list(mask.shape)}.")
+        raise ValueError(f"mask must be [sentences, words] = {list(emissions.shape[:2])}, got {list(mask.shape)}.")
+    if mask.device.type == "cpu" and mask.shape[1] > 1 and (mask[:, 1:] & ~mask[:, :-1]).any():
+        raise ValueError("mask must be True on a prefix of each row (the sentence's words first); gather_words packs them.")
 
 
 def _per_row(scores: Tensor, batch: int) -> Tensor:
@@ -82,31 +123,28 @@ def edge_scores(scores: Tensor, at_edge: Tensor | None) -> Tensor:
 
 
 def viterbi_decode(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:
-    """Best label path per sequence over the kept (``mask`` True) positions; 0 elsewhere.
+    """Best label path per sentence over its words (``mask`` True on a prefix of each row); 0 elsewhere.
 
-    The score of a path is ``start[y1] + sum emissions[t, yt] + sum transitions[y(t-1), yt] + end[yn]``
-    over the kept positions, read in order as if contiguous. Scores may be ``-inf`` (forbidden).
-    ``start``/``end`` are ``[C]``, or ``[B, C]`` for per-sequence scores (see ``edge_scores``).
+    The score of a path is ``start[y1] + sum emissions[t, yt] + sum transitions[y(t-1), yt] + end[yn]``.
+    Scores may be ``-inf`` (forbidden). ``start``/``end`` are ``[C]``, or ``[B, C]`` per sentence (see ``edge_scores``).
     """
     _check_shapes(emissions, mask, transitions.shape[0])
-    batch, length, num_labels = emissions.shape
+    batch, length, _ = emissions.shape
     mask = mask.to(device=emissions.device, dtype=torch.bool)
     if length == 0:
         return torch.zeros(batch, 0, dtype=torch.long, device=emissions.device)
     dtype = _working_dtype(emissions.dtype)
     transitions, start, end = (x.to(device=emissions.device, dtype=dtype) for x in (transitions, start, end))
-    order, packed_mask, lengths = _pack(mask)
-    packed = emissions.to(dtype).gather(1, order[:, :, None].expand(-1, -1, num_labels))
+    emissions = emissions.to(dtype)
+    lengths = mask.sum(dim=1)
 
-    start, end = _per_row(start, batch), _per_row(end, batch)
-    score = start + packed[:, 0]  # [B, C]: best score of a path ending in each label
+    score = _per_row(start, batch) + emissions[:, 0]  # [B, C]: best score of a path ending in each label
     backpointers = []
     for t in range(1, length):
-        candidates = score[:, :, None] + transitions[None, :, :]  # [B, previous, current]
-        best, previous = candidates.max(dim=1)
+        best, previous = (score[:, :, None] + transitions).max(dim=1)  # over the previous label
         backpointers.append(previous)
-        score = torch.where(packed_mask[:, t, None], best + packed[:, t], score)
-    label = (score + end).argmax(dim=1)  # the label at each row's last kept position
+        score = torch.where(mask[:, t, None], best + emissions[:, t], score)
+    label = (score + _per_row(end, batch)).argmax(dim=1)  # the label at each row's last word
 
     path = torch.zeros(batch, length, dtype=torch.long, device=emissions.device)
     for t in range(length - 1, -1, -1):
@@ -114,7 +152,166 @@ def viterbi_decode(emissions: Tensor, mask: Tensor, transitions: Tensor, start: 
         path[:, t] = torch.where(inside, label, 0)
         if t > 0:
             label = torch.where(inside, backpointers[t - 1].gather(1, label[:, None]).squeeze(1), label)
-    return torch.zeros_like(path).scatter_(1, order, path)
+    return path
+
+
+def _logsumexp(x: Tensor, dim: int) -> Tensor:
+    """``torch.logsumexp`` for finite input (forbidden scores are ``FORBIDDEN_SCORE``, not -inf): fewer operators."""
+    top = x.amax(dim=dim, keepdim=True)
+    return (x - top).exp().sum(dim=dim).log() + top.squeeze(dim)
+
+
+def _log_matmul(left: Tensor, right: Tensor) -> Tensor:
+    """``[..., i, k] x [..., k, j]`` in log space: ``log sum_k exp(left[i, k] + right[k, j])``."""
+    return _logsumexp(left[..., :, :, None] + right[..., None, :, :], dim=-2)
+
+
+@functools.cache
+def _identity_on(num_labels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.full((num_labels, num_labels), FORBIDDEN_SCORE, dtype=dtype, device=device).fill_diagonal_(0.0)
+
+
+def _identity(num_labels: int, like: Tensor) -> Tensor:
+    """The log-space identity matrix: 0 on the diagonal, ``FORBIDDEN_SCORE`` (exp() = 0) elsewhere (made once per
+    size, dtype and device; never written to)."""
+    return _identity_on(num_labels, like.dtype, like.device)
+
+
+def _leaves(emissions: Tensor, mask: Tensor, transitions: Tensor) -> tuple[Tensor, int]:
+    """The scan's matrices: step ``t >= 1`` is ``transitions[i, j] + emissions[t, j]`` (label i to j), the identity
+    past a sentence's end and as padding up to a power of two; and how many steps are real (``words - 1``)."""
+    batch, length, num_labels = emissions.shape
+    identity = _identity(num_labels, emissions)
+    leaves = torch.where(mask[:, 1:, None, None], transitions + emissions[:, 1:, None, :], identity)
+    count = length - 1
+    rounded = 1 << max(count - 1, 0).bit_length()
+    if rounded > count:
+        leaves = torch.cat([leaves, identity.expand(batch, rounded - count, num_labels, num_labels)], dim=1)
+    return leaves, count
+
+
+def log_partition(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:
+    """``log Z`` per sentence (``[B]``): the log-sum-exp of every path's score, by a parallel scan.
+
+    Step ``t`` is the matrix ``transitions[i, j] + emissions[t, j]`` (from label i to label j); a word position
+    past the sentence's end is the log-space identity. The matrices are multiplied in pairs (log-sum-exp over
+    the shared label), halving their number each round, so the whole product takes ``ceil(log2(words - 1))``
+    rounds. Work is ``words x labels^3`` per sentence (the step-by-step algorithm's ``words x labels^2``),
+    done in a handful of batched operations. Forbidden entries must be finite (``FORBIDDEN_SCORE``).
+    Differentiable by autograd; ``CRF.neg_log_likelihood`` uses ``_CrfLikelihood``, which brings its gradient.
+    """
+    batch, length, num_labels = emissions.shape
+    total = _identity(num_labels, emissions).expand(batch, -1, -1)
+    if length > 1:
+        steps, _ = _leaves(emissions, mask, transitions)
+        while steps.shape[1] > 1:
+            pairs = steps.unflatten(1, (-1, 2))
+            steps = _log_matmul(pairs[:, :, 0], pairs[:, :, 1])
+        total = steps[:, 0]
+    joint = (_per_row(start, batch) + emissions[:, 0])[:, :, None] + total + _per_row(end, batch)[:, None, :]
+    return _logsumexp(joint.flatten(1), dim=1)
+
+
+def _scan_marginals(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor):
+    """``(log Z, word marginals [B, T, C], expected transitions [B, C, C])`` by the parallel scan, up and down.
+
+    Up: the scan of ``log_partition``, keeping, for each product ``P[i, j] = log sum_k exp(A[i, k] + B[k, j])``,
+    the weights ``w[i, k, j] = exp(A[i, k] + B[k, j] - P[i, j])`` of its middle label. Down: the gradient of
+    ``log Z`` flows back through them (``dA[i, k] = sum_j dP[i, j] w[i, k, j]``, ``dB[k, j] = sum_i dP[i, j]
+    w[i, k, j]``), which at the steps are the pairwise marginals ``p(y[t-1] = i, y[t] = j)``. About 2 log2(T)
+    rounds of batched operators whatever T is, but ``T x C^3`` work: the choice where operators cost more than
+    arithmetic (an accelerator, whose host dispatches every operator).
+    """
+    batch, length, num_labels = emissions.shape
+    weights = []
+    total = _identity(num_labels, emissions)
+    if length > 1:
+        steps, count = _leaves(emissions, mask, transitions)
+        while steps.shape[1] > 1:
+            joint = steps[:, 0::2, :, :, None] + steps[:, 1::2, None, :, :]  # [B, K, i, k, j]
+            top = joint.amax(dim=-2, keepdim=True)
+            mass = (joint - top).exp()
+            summed = mass.sum(dim=-2, keepdim=True)
+            weights.append(mass / summed)
+            steps = (summed.log() + top).squeeze(-2)
+        total = steps[:, 0]
+    joint = (start + emissions[:, 0])[:, :, None] + end[:, None, :] + total  # [B, y0, y_last]
+    log_z = _logsumexp(joint.flatten(1), dim=1)
+    grad = (joint - log_z[:, None, None]).exp()[:, None]  # p(y[0] = i, y[last] = j)
+    first = grad[:, 0].sum(dim=2)
+    for weight in reversed(weights):
+        spread = grad[..., :, None, :] * weight  # [B, K, i, k, j]
+        grad = torch.stack([spread.sum(dim=-1), spread.sum(dim=-3)], dim=2).flatten(1, 2)
+    if not weights:
+        return log_z, first[:, None], emissions.new_zeros(batch, num_labels, num_labels)
+    pairwise = grad[:, :count] * mask[:, 1:, None, None]
+    return log_z, torch.cat([first[:, None], pairwise.sum(dim=2)], dim=1), pairwise.sum(dim=1)
+
+
+def _loop_marginals(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor):
+    """``(log Z, word marginals [B, T, C], expected transitions [B, C, C])`` by the forward-backward algorithm,
+    one word position at a time: ``2 T`` small steps of ``C^2`` work each, the choice where arithmetic costs more
+    than operators (a CPU)."""
+    batch, length, num_labels = emissions.shape
+    alpha = start + emissions[:, 0]
+    alphas = [alpha]
+    for t in range(1, length):
+        alpha = torch.where(mask[:, t, None], _logsumexp(alpha[:, :, None] + transitions, dim=1) + emissions[:, t], alpha)
+        alphas.append(alpha)
+    beta = end.expand(batch, -1)
+    betas = [beta]
+    for t in range(length - 2, -1, -1):
+        ahead = _logsumexp(transitions + (emissions[:, t + 1] + beta)[:, None, :], dim=2)
+        beta = torch.where(mask[:, t + 1, None], ahead, end)
+        betas.append(beta)
+    alphas, betas = torch.stack(alphas, dim=1), torch.stack(betas[::-1], dim=1)  # [B, T, C]
+    log_z = _logsumexp(alphas[:, 0] + betas[:, 0], dim=1)
+    words = (alphas + betas - log_z[:, None, None]).exp() * mask[:, :, None]
+    pairwise = alphas[:, :-1, :, None] + transitions + (emissions[:, 1:] + betas[:, 1:])[:, :, None, :]
+    moves = ((pairwise - log_z[:, None, None, None]).exp() * mask[:, 1:, None, None]).sum(dim=1)
+    return log_z, words, moves
+
+
+class _CrfLikelihood(torch.autograd.Function):
+    """``-log p(tags)`` per sentence and its exact gradient, with no autograd graph.
+
+    The gradient of ``log Z`` is the expected counts (word marginals for the emissions and the start and end
+    scores, expected transitions for the transitions), that of the gold score its counts: both are ready when
+    ``forward`` returns, so ``backward`` only scales them. ``scan``: ``_scan_marginals`` if True, else
+    ``_loop_marginals`` (the same figures).
+
+    Inputs: emissions ``[B, T, C]`` (0 past each sentence), tags ``[B, T]`` (0 past it), mask ``[B, T]`` (a prefix
+    per row), transitions ``[C, C]`` and start/end ``[B, C]``, all scores finite and in one float dtype.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, emissions: Tensor, tags: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor, scan: bool
+    ) -> Tensor:
+        batch, length, num_labels = emissions.shape
+        keep = mask[:, :1].to(emissions.dtype)  # [B, 1]: 1 for a sentence with words, 0 for an empty row
+        # Gold path: its counts (one-hot words, transitions taken), and its score.
+        gold_words = emissions.new_zeros(batch, length, num_labels).scatter_(2, tags[:, :, None], mask[:, :, None].to(emissions.dtype))
+        gold_moves = gold_words[:, :-1].transpose(1, 2) @ gold_words[:, 1:]  # [B, C, C]
+        last = (mask.sum(dim=1) - 1).clamp(min=0)
+        rows = torch.arange(batch, device=tags.device)
+        gold_first, gold_last = gold_words[:, 0], gold_words[rows, last]
+        gold = (gold_words * emissions).sum(dim=(1, 2)) + (gold_moves * transitions).sum(dim=(1, 2))
+        gold = gold + (gold_first * start + gold_last * end).sum(dim=1)
+
+        log_z, words, moves = (_scan_marginals if scan else _loop_marginals)(emissions, mask, transitions, start, end)
+        # Rows without words have no gold counts (mask) and no marginals (keep): their gradient is 0.
+        words = words * keep[:, :, None]
+        ctx.save_for_backward(words - gold_words, moves * keep[:, :, None] - gold_moves, words[:, 0] - gold_first, words[rows, last] - gold_last)
+        return (log_z - gold) * keep[:, 0]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        emissions, transitions, start, end = ctx.saved_tensors
+        return (
+            grad[:, None, None] * emissions, None, None,
+            (grad[:, None, None] * transitions).sum(dim=0), grad[:, None] * start, grad[:, None] * end, None,
+        )
 
 
 def _constraint_scores(allowed: Sequence[Tensor], forbidden: float, device, dtype) -> list[Tensor]:
@@ -131,9 +328,9 @@ def constrained_decode(
 ) -> Tensor:
     """The best-scoring path that ``allowed`` (``allowed_transitions``' tables) permits, without a CRF.
 
-    Transitions cost nothing, so where the per-position argmax is already a valid sequence it is the result.
-    ``opens``/``closes`` (``[B]`` bool): whether each sequence holds its sentence's first/last word; the
-    start/end rules apply only there (default: everywhere).
+    Word level, as ``viterbi_decode``. Transitions cost nothing, so where the per-word argmax is already a
+    valid sequence it is the result. ``opens``/``closes`` (``[B]`` bool): whether each sentence row holds its
+    sentence's first/last word; the start/end rules apply only there (default: everywhere).
     """
     transitions, start, end = _constraint_scores(allowed, float("-inf"), logits.device, _working_dtype(logits.dtype))
     return viterbi_decode(logits, mask, transitions, edge_scores(start, opens), edge_scores(end, closes))
@@ -162,7 +359,7 @@ class CRF(nn.Module):
     ``allowed``, as returned by ``allowed_transitions``, fixes forbidden transitions to a large negative
     score; they get no gradient and are never decoded. The tables are kept as buffers (moved with the
     module, not saved: they follow from the label list and scheme; ``BertForNer`` refills them on load).
-    ``opens``/``closes`` (``[B]`` bool, default all True) say whether each sequence holds its sentence's
+    ``opens``/``closes`` (``[B]`` bool, default all True) say whether each sentence row holds its sentence's
     first/last word: the start/end scores and rules apply only there (see ``edge_scores``).
     """
 
@@ -185,6 +382,9 @@ class CRF(nn.Module):
                 f"as returned by allowed_transitions(label_list, scheme), got shapes {shapes}."
             )
         self.rules = TransitionRules(allowed)
+        # How the likelihood's sums over paths are computed (same figures): "scan" (parallel, few operators, T x C^3
+        # work), "loop" (word by word, T x C^2 work), or "auto": the scan on an accelerator, the loop on a CPU.
+        self.algorithm = "auto"
 
     @property
     def allowed(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -201,7 +401,7 @@ class CRF(nn.Module):
         closes: Tensor | None = None,
     ) -> list[Tensor]:
         """``[transitions, start, end]`` with forbidden entries replaced by ``forbidden``; start/end per
-        sequence (``[B, C]``, 0 where the sequence is not at its sentence's edge) when ``opens``/``closes`` are given."""
+        sentence (``[B, C]``, 0 where the row is not at its sentence's edge) when ``opens``/``closes`` are given."""
         params = [self.transitions, self.start_transitions, self.end_transitions]
         transitions, start, end = [
             param.to(dtype).masked_fill(~allowed.to(param.device), forbidden) for param, allowed in zip(params, self.allowed)
@@ -217,17 +417,16 @@ class CRF(nn.Module):
         opens: Tensor | None = None,
         closes: Tensor | None = None,
     ) -> Tensor:
-        """``-log p(tags | emissions)`` over the kept positions, by the forward algorithm in log space.
+        """``-log p(tags | emissions)`` per sentence row over its words (``mask`` True on a prefix of each row).
 
-        reduction: ``"none"`` (one value per sequence), ``"sum"``, or ``"mean"`` (over the sequences that
-        have at least one kept position; a sequence with none contributes 0). Tags where ``mask`` is False
-        are ignored (they may be -100).
+        reduction: ``"none"`` (one value per row), ``"sum"``, or ``"mean"`` (over the rows that have at least
+        one word; a row with none contributes 0). Tags where ``mask`` is False are ignored (they may be -100).
         """
         if reduction not in ("none", "sum", "mean"):
             raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}.")
         _check_shapes(emissions, mask, self.num_labels)
         if tags.shape != mask.shape:
-            raise ValueError(f"tags must be [batch, time] = {list(mask.shape)}, got {list(tags.shape)}.")
+            raise ValueError(f"tags must be [sentences, words] = {list(mask.shape)}, got {list(tags.shape)}.")
         batch, length, num_labels = emissions.shape
         mask = mask.to(device=emissions.device, dtype=torch.bool)
         if length == 0:
@@ -244,32 +443,17 @@ class CRF(nn.Module):
         torch._assert_async(valid)  # on an accelerator: checked without waiting for the device (no host sync)
         dtype = _working_dtype(emissions.dtype)
         transitions, start, end = self.scores(FORBIDDEN_SCORE, dtype, opens, closes)
-        start, end = _per_row(start, batch), _per_row(end, batch)
-        order, packed_mask, lengths = _pack(mask)
-        # Zero the padding so that large or non-finite values there cannot leak NaN into the gradient.
-        packed = emissions.to(dtype).gather(1, order[:, :, None].expand(-1, -1, num_labels))
-        packed = packed.masked_fill(~packed_mask[:, :, None], 0.0)
-        packed_tags = tags.gather(1, order).masked_fill(~packed_mask, 0)
-
-        # Score of the gold path.
-        emitted = packed.gather(2, packed_tags[:, :, None]).squeeze(2) * packed_mask
-        moved = transitions[packed_tags[:, :-1], packed_tags[:, 1:]] * packed_mask[:, 1:]
-        last = packed_tags.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
-        gold = start.gather(1, packed_tags[:, :1]).squeeze(1) + emitted.sum(1) + moved.sum(1) + end.gather(1, last[:, None]).squeeze(1)
-
-        # log Z: the forward algorithm.
-        alpha = start + packed[:, 0]
-        for t in range(1, length):
-            step = torch.logsumexp(alpha[:, :, None] + transitions[None, :, :], dim=1) + packed[:, t]
-            alpha = torch.where(packed_mask[:, t, None], step, alpha)
-        log_partition = torch.logsumexp(alpha + end, dim=1)
-
-        nll = torch.where(lengths > 0, log_partition - gold, torch.zeros_like(gold))
+        # Zero what lies past each sentence so that large or non-finite values there cannot leak NaN into the gradient.
+        emissions = emissions.to(dtype).masked_fill(~mask[:, :, None], 0.0)
+        scan = self.algorithm == "scan" or (self.algorithm == "auto" and emissions.device.type != "cpu")
+        nll = _CrfLikelihood.apply(
+            emissions, tags.masked_fill(~mask, 0), mask, transitions, _per_row(start, batch), _per_row(end, batch), scan
+        )
         if reduction == "none":
             return nll
         if reduction == "sum":
             return nll.sum()
-        return nll.sum() / (lengths > 0).sum().clamp(min=1)
+        return nll.sum() / mask[:, 0].sum().clamp(min=1)
 
     def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor, **options: Any) -> Tensor:
         """The loss: ``neg_log_likelihood`` (same options)."""
@@ -277,5 +461,5 @@ class CRF(nn.Module):
 
     @torch.no_grad()
     def decode(self, emissions: Tensor, mask: Tensor, opens: Tensor | None = None, closes: Tensor | None = None) -> Tensor:
-        """Best path per sequence (LongTensor[B, T], 0 where ``mask`` is False); never a forbidden transition."""
+        """Best path per sentence row (LongTensor[B, W], 0 where ``mask`` is False); never a forbidden transition."""
         return viterbi_decode(emissions, mask, *self.scores(float("-inf"), _working_dtype(emissions.dtype), opens, closes))

@@ -131,7 +131,8 @@ class NerPredictor:
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 output = self.model(input_ids=ids, attention_mask=attention, word_starts=first, **edges)
             predicted = output.predictions
-            chosen = output.logits.float().softmax(-1).gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
+            emissions = output.logits if output.emissions is None else output.emissions  # the classifier's own scores
+            chosen = emissions.float().softmax(-1).gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
             pending.append((rows, predicted, chosen))
         # Read back only now: on a GPU the batches above were queued without waiting for one another.
         for rows, predicted, chosen in pending:

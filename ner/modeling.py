@@ -2,14 +2,18 @@
 
 ``BertForNer`` (configured by ``ner.configuration.NerBertConfig``) is registered with
 ``AutoModelForTokenClassification`` on import, so ``save_pretrained``/``from_pretrained`` round-trip; ``import ner``
-is enough (see ``ner/__init__``). With the default single linear head the weights and config are those of stock
-``BertForTokenClassification`` (``model_type`` is written as ``bert``), so the saved folder also loads in plain
-transformers and ``pipeline("token-classification")``.
+is enough (see ``ner/__init__``). A single linear head (CRF or not) is saved as ``model_type`` ``bert`` with stock
+``BertForTokenClassification``'s weight names, so plain transformers and ``pipeline("token-classification")`` read
+the folder as a stock classifier over the same emissions. A head stock transformers cannot run exactly (CRF,
+constrained decoding, MLP) also gets this module and the few it imports copied into the folder, named in
+config.json's ``auto_map``: with ``trust_remote_code=True`` transformers runs it there, without this package.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +25,12 @@ from transformers import initialization as init
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 
-from ner.configuration import HEAD_ACTIVATIONS, HEAD_SETTINGS, NerBertConfig
-from ner.crf import CRF, TransitionRules, allowed_transitions, constrained_decode
-from ner.schemes import IGNORE_INDEX
+# Relative imports only: this module travels in model folders (trust_remote_code), where ``ner`` is not installed.
+from .configuration import HEAD_ACTIVATIONS, HEAD_SETTINGS, IN_PACKAGE, NerBertConfig
+from .crf import (
+    CRF, TransitionRules, allowed_transitions, constrained_decode, gather_words, scatter_words, word_index_of,
+)
+from .tag_rules import IGNORE_INDEX, continuation_labels
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +38,23 @@ logger = logging.getLogger(__name__)
 @dataclass
 class NerOutput(TokenClassifierOutput):
     """``TokenClassifierOutput`` plus ``predictions``: label ids decoded by the model's own decoding
-    (argmax, constrained Viterbi or the CRF), outside training; 0 at positions that were not decoded."""
+    (argmax, constrained Viterbi or the CRF), outside training; 0 at positions that were not decoded.
 
+    Outside training, a model that decodes by Viterbi returns ``logits`` shaped for ``pipeline()`` (their
+    per-token argmax is the decoded tag: the word's at its first sub-token, the continuing ``I-X`` at its
+    others) and the classifier's own scores as ``emissions``; otherwise ``logits`` are those scores and
+    ``emissions`` is None.
+    """
+
+    emissions: torch.FloatTensor | None = None
     predictions: torch.LongTensor | None = None
+
+
+# The modules a folder needs to load with trust_remote_code: this one and what it imports, and the tokenizer that
+# marks word starts for pipeline(). Copied beside the weights by save_pretrained when the head is not stock.
+REMOTE_CODE_FILES = ("configuration.py", "modeling.py", "crf.py", "tag_rules.py", "tokenization_ner.py")
+# Margin by which a decoded label that was not the emissions' argmax is lifted above it in pipeline logits.
+_PIPELINE_MARGIN = 1e-3
 
 
 class BertForNer(BertPreTrainedModel):
@@ -106,6 +127,18 @@ class BertForNer(BertPreTrainedModel):
             for buffer, table in zip(module.tables(), self._allowed()):
                 init.copy_(buffer, table)
 
+    @property
+    def decodes_by_words(self) -> bool:
+        """Whether decoding (and a CRF's loss) reads one position per word: a CRF or constrained decoding."""
+        return self.crf is not None or self.rules is not None
+
+    def _decode_words(
+        self, words: torch.Tensor, mask: torch.Tensor, opens: torch.Tensor | None, closes: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.crf is not None:
+            return self.crf.decode(words, mask, opens, closes)
+        return constrained_decode(words, mask, self.rules.tables(), opens, closes)
+
     @torch.no_grad()
     def decode(
         self,
@@ -118,11 +151,27 @@ class BertForNer(BertPreTrainedModel):
 
         Argmax, or Viterbi under the CRF's learnt transitions, or under the scheme's valid transitions.
         """
-        if self.crf is not None:
-            return self.crf.decode(logits, mask, opens_sentence, closes_sentence)
-        if self.rules is not None:
-            return constrained_decode(logits, mask, self.rules.tables(), opens_sentence, closes_sentence)
-        return logits.argmax(dim=-1).masked_fill(~mask.bool(), 0)
+        if not self.decodes_by_words:
+            return logits.argmax(dim=-1).masked_fill(~mask.bool(), 0)
+        index = word_index_of(mask.to(logits.device), trim=False)
+        decoded = self._decode_words(gather_words(logits, index), index >= 0, opens_sentence, closes_sentence)
+        return scatter_words(decoded, index, logits.shape[:2])
+
+    def _pipeline_logits(self, emissions: torch.Tensor, predictions: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Scores whose per-token argmax is the decoded tag, for ``pipeline()``: each word's tag at its first sub-token,
+        its continuing tag (``I-X``, or ``O``) at the word's later sub-tokens. Where decoding kept the emissions' best
+        label nothing changes (the pipeline's score is the emission probability); elsewhere the decoded label is
+        lifted just above the best one."""
+        if not hasattr(self, "_continuation"):
+            self._continuation = torch.tensor(continuation_labels(self.label_list))
+        positions = torch.arange(starts.shape[1], device=starts.device).expand_as(starts)
+        word_start = torch.where(starts, positions, 0).cummax(dim=1).values  # each token's word's first sub-token
+        label = predictions.gather(1, word_start)
+        label = torch.where(starts, label, self._continuation.to(label.device)[label])
+        scores = emissions.float()
+        top = scores.max(dim=-1, keepdim=True).values
+        chosen = scores.gather(-1, label[..., None])
+        return scores.scatter(-1, label[..., None], torch.maximum(chosen, top + _PIPELINE_MARGIN))
 
     def forward(
         self,
@@ -133,10 +182,15 @@ class BertForNer(BertPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         word_starts: torch.Tensor | None = None,
+        word_index: torch.Tensor | None = None,
         opens_sentence: torch.Tensor | None = None,
         closes_sentence: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> NerOutput:
+        """``word_index`` ([sentences, words]: flat positions into the ``[rows, length]`` batch of each sentence's
+        word starts, -1 past its end; ``ner.packing.PackingCollator`` builds it) lets a CRF read sentences packed
+        several to a row; ``opens_sentence``/``closes_sentence`` then have one entry per sentence. Without it, each
+        row is one sentence whose words are the labelled positions (else ``word_starts``, else every token)."""
         outputs = self.bert(
             input_ids,
             attention_mask=attention_mask,
@@ -148,39 +202,72 @@ class BertForNer(BertPreTrainedModel):
         )
         hidden = self.head(self.dropout(outputs.last_hidden_state))
         logits = self.classifier(hidden)
+        index = words = None
+        if self.decodes_by_words and (labels is not None or not self.training):
+            if word_index is None:  # on the device: as many word slots as sub-tokens
+                word_index = word_index_of(_word_starts(logits, labels, word_starts, attention_mask), trim=False)
+            index = word_index.to(logits.device)
+            words = gather_words(logits, index)
         loss = None
-        if labels is not None and self.crf is not None:
-            loss = self.crf.neg_log_likelihood(
-                logits, labels, labels != IGNORE_INDEX, opens=opens_sentence, closes=closes_sentence
-            )
-        elif labels is not None:
-            # The mean over labelled positions, written as sum / count so that a micro-batch without any gives a
-            # zero loss (not 0/0 = NaN) without asking the device whether there is one (a host sync per step).
-            summed = nn.functional.cross_entropy(
+        if labels is not None:
+            # Sums over the batch's labelled positions (or sentences), divided by their count, so that a micro-batch
+            # without any gives a zero loss (not 0/0 = NaN) without asking the device whether there is one.
+            token_loss = nn.functional.cross_entropy(
                 logits.view(-1, self.num_labels).float(), labels.view(-1), ignore_index=IGNORE_INDEX, reduction="sum"
             )
-            loss = summed / (labels != IGNORE_INDEX).sum().clamp(min=1)
-        predictions = None
-        if not self.training:
-            if labels is not None:
-                mask = labels != IGNORE_INDEX
-            elif word_starts is not None:
-                mask = word_starts.bool()
-            elif attention_mask is not None and attention_mask.dim() == 2:
-                mask = attention_mask.bool()
+            if self.crf is not None:
+                word_mask = index >= 0
+                sentences = word_mask.any(dim=1).sum().clamp(min=1)
+                nll = self.crf.neg_log_likelihood(
+                    words, gather_words(labels, index), word_mask, reduction="sum", opens=opens_sentence, closes=closes_sentence
+                )
+                weight = self.config.crf_token_loss
+                loss = (nll + weight * token_loss if weight else nll) / sentences
             else:
-                mask = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
-            predictions = self.decode(logits, mask, opens_sentence, closes_sentence)
+                loss = token_loss / (labels != IGNORE_INDEX).sum().clamp(min=1)
+        predictions = emissions = None
+        if not self.training and index is not None:
+            decoded = self._decode_words(words, index >= 0, opens_sentence, closes_sentence)
+            predictions = scatter_words(decoded, index, logits.shape[:2])
+            starts = scatter_words((index >= 0).long(), index, logits.shape[:2]).bool()
+            emissions, logits = logits, self._pipeline_logits(logits, predictions, starts)
+        elif not self.training:
+            predictions = logits.argmax(dim=-1).masked_fill(~_word_starts(logits, labels, word_starts, attention_mask), 0)
         return NerOutput(
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            emissions=emissions,
             predictions=predictions,
         )
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """``PreTrainedModel.save_pretrained``; for a head stock transformers cannot run exactly, also the code that
+        runs it (``REMOTE_CODE_FILES``, named in config.json's ``auto_map``) for ``trust_remote_code=True``."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if not self.config.stock_compatible:
+            here = os.path.dirname(os.path.abspath(__file__))
+            for name in REMOTE_CODE_FILES:
+                shutil.copyfile(os.path.join(here, name), os.path.join(save_directory, name))
 
-AutoModelForTokenClassification.register(NerBertConfig, BertForNer)
+
+def _word_starts(
+    logits: torch.Tensor, labels: torch.Tensor | None, word_starts: torch.Tensor | None, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """The positions read as words: the labelled ones (evaluation data is labelled at first sub-tokens only), else
+    ``word_starts``, else every attended token."""
+    if labels is not None:
+        return labels != IGNORE_INDEX
+    if word_starts is not None:
+        return word_starts.bool()
+    if attention_mask is not None and attention_mask.dim() == 2:
+        return attention_mask.bool()
+    return torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
+
+
+if IN_PACKAGE:  # a copy in a model folder is found through auto_map instead
+    AutoModelForTokenClassification.register(NerBertConfig, BertForNer)
 
 
 def load_model(

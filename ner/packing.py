@@ -6,9 +6,11 @@ example. Each keeps its own position ids (0, 1, ...) and attends only to itself 
 attention mask), so per-token outputs, the loss (the mean over the batch's labelled sub-tokens) and the
 gradients are those of the padded batch, without the padding: random batches of 32 CoNLL-2003
 sentences are about 2.5 times their real sub-tokens once padded, packed rows about 1.1 times. Only the
-dropout masks drawn differ (they follow the tensor shapes). Not used with a CRF (it would chain the
-sentences of a row), nor with attention kernels that take neither a 4D mask nor flex attention's block mask (``ner.attention``); evaluation always pads, since
-predictions are read per example.
+dropout masks drawn differ (they follow the tensor shapes). A CRF reads each sentence of a row on its
+own: the collator adds ``word_index`` (``sentences=True``), where each sentence's words sit in the packed
+rows, built here on the host, so the model gathers them without asking the device. Not used with
+attention kernels that take neither a 4D mask nor flex attention's block mask (``ner.attention``);
+evaluation always pads, since predictions are read per example.
 
 Static shapes (``StaticPackingSampler``, ``--pack_to_length N``): every batch is the same number of rows
 of exactly N sub-tokens, so that ``torch.compile`` and CUDA graphs see one shape. Batches are then
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from ner.attention import FLEX_FORM, PACKABLE_ATTENTION, SDPA_OR_FLEX
+from ner.crf import NO_WORD
 from ner.schemes import IGNORE_INDEX
 
 
@@ -117,6 +120,10 @@ class PackingCollator:
     row is empty, which would give NaN) and has label ``IGNORE_INDEX``. Rows are as long as the batch's
     longest example, unless ``row_length`` and ``num_rows`` fix the shape: the examples then fill the rows
     in the order given (as ``StaticPackingSampler`` lays them out) and rows left over are all padding.
+
+    ``sentences=True`` (a CRF) adds ``word_index`` ([examples, words]: the flat position ``row * length + t`` of
+    each labelled sub-token of each example, in order, ``NO_WORD`` past its end) and, when the examples have them,
+    ``opens_sentence``/``closes_sentence`` with one entry per example, in the same order.
     """
 
     def __init__(
@@ -127,6 +134,7 @@ class PackingCollator:
         *,
         row_length: int | None = None,
         num_rows: int | None = None,
+        sentences: bool = False,
     ) -> None:
         forms = (*PACKABLE_ATTENTION, SDPA_OR_FLEX, FLEX_FORM)
         if attn_implementation not in forms:
@@ -141,6 +149,7 @@ class PackingCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.row_length = row_length
         self.num_rows = num_rows
+        self.sentences = sentences
 
     def _rows(self, lengths: list[int]) -> tuple[list[list[int]], int]:
         """Example positions per row, and the row length."""
@@ -171,6 +180,8 @@ class PackingCollator:
         position_ids = torch.zeros(shape, dtype=torch.long)
         labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
         block = torch.full(shape, -1, dtype=torch.long)  # which example of the row each position holds
+        words: list[list[int]] = []  # per example placed: flat positions of its labelled sub-tokens
+        placed: list[int] = []  # the examples, in the order of ``words``
         for row, members in enumerate(rows):
             start = 0
             for slot, index in enumerate(members):
@@ -180,10 +191,20 @@ class PackingCollator:
                     token_type_ids[row, start:end] = torch.tensor(feature["token_type_ids"])
                 if feature.get("labels") is not None:
                     labels[row, start:end] = torch.tensor(feature["labels"])
+                    if self.sentences:
+                        offset = row * capacity + start
+                        words.append([offset + t for t, label in enumerate(feature["labels"]) if label != IGNORE_INDEX])
+                        placed.append(index)
                 position_ids[row, start:end] = torch.arange(lengths[index])
                 block[row, start:end] = slot
                 start = end
         batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "position_ids": position_ids}
+        if placed:
+            width = max(len(positions) for positions in words)
+            batch["word_index"] = torch.tensor([positions + [NO_WORD] * (width - len(positions)) for positions in words])
+            for edge in ("opens_sentence", "closes_sentence"):
+                if edge in features[0]:
+                    batch[edge] = torch.tensor([bool(features[index][edge]) for index in placed])
         if self.attn_implementation == FLEX_FORM:
             batch["document_ids"] = block
         else:
@@ -245,8 +266,8 @@ class StaticPackingSampler(torch.utils.data.Sampler):
 def packing_unsupported(model: Any, args: Any) -> str | None:
     """Why training batches of ``model`` under ``args`` cannot be packed, or None when they can."""
     config = getattr(model, "config", None)
-    if getattr(config, "use_crf", False):
-        return "a CRF scores whole rows (it would chain the sentences packed into one row)"
+    if getattr(config, "use_crf", False) and getattr(args, "n_gpu", 1) > 1:
+        return "a CRF reads packed sentences by their place in the whole batch, which DataParallel splits by rows"
     attention = getattr(config, "_attn_implementation", None)
     if attention not in (*PACKABLE_ATTENTION, SDPA_OR_FLEX):
         return f"attention implementation {attention!r} takes no 4D mask (packing works with {', '.join(PACKABLE_ATTENTION)})"

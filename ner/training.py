@@ -65,7 +65,7 @@ class NerTrainingArguments(TrainingArguments):
         default=True,
         metadata={
             "help": "Pack each training batch's sentences into rows with block-diagonal attention instead of padding "
-            "them (same examples, loss and gradients; about 2x faster on CPU). Off by itself with a CRF."
+            "them (same examples, loss and gradients; about 2x faster on CPU)."
         },
     )
     packed_attention: str = field(
@@ -201,17 +201,28 @@ class WordLevelMetrics:
         self.predicted: list[list[str]] = []
 
     def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
-        self.predicted = word_tags(prediction.predictions, self.sources, self.id2label)
-        return entity_scores(self.gold, self.predicted, self.scheme)
+        decoded, plain = prediction.predictions, None
+        if isinstance(decoded, tuple):  # a Viterbi model: its decoding, and the emissions' argmax
+            decoded, plain = decoded
+        self.predicted = word_tags(decoded, self.sources, self.id2label)
+        scores = entity_scores(self.gold, self.predicted, self.scheme)
+        if plain is not None:
+            # What plain transformers (pipeline(), no trust_remote_code) reads from the folder: the emissions by argmax.
+            plain_tags = word_tags(plain, self.sources, self.id2label)
+            scores["plain_f1"] = entity_scores(self.gold, plain_tags, self.scheme)["f1"]
+        return scores
 
 
-def keep_predictions(outputs: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
+def keep_predictions(outputs: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``preprocess_logits_for_metrics``: keep the label ids the model decoded, not the logits.
 
     ``BertForNer.forward`` decodes in eval mode (argmax, constrained Viterbi or the CRF, one position per
-    word) and returns them last (``NerOutput.predictions``); the Trainer hands the outputs here as a tuple.
+    word) and returns them last (``NerOutput.predictions``); the Trainer hands the outputs here as a tuple. A
+    model that decodes by Viterbi also returns its ``emissions``: their argmax is kept beside, for ``plain_f1``.
     """
     if isinstance(outputs, tuple):
+        if len(outputs) >= 3:  # (logits, emissions, predictions)
+            return outputs[-1], outputs[-2].argmax(dim=-1)
         return outputs[-1]
     return outputs.argmax(dim=-1)
 
@@ -226,8 +237,8 @@ def build_trainer(
 ) -> Trainer:
     """The Trainer: packed training batches (see ``ner.packing``), length-sorted evaluation, label ids decoded on the device.
 
-    Packing is on unless ``args.pack_sequences`` is False or the model cannot take it (a CRF, an attention
-    kernel without 4D masks); ``args.packed_attention`` picks the mask form (flex attention switches the model
+    Packing is on unless ``args.pack_sequences`` is False or the model cannot take it (an attention kernel
+    without 4D masks, a CRF under DataParallel); ``args.packed_attention`` picks the mask form (flex attention switches the model
     to ``ner.attention.SDPA_OR_FLEX``) and ``args.pack_to_length`` static shapes. One log line says which.
     Evaluation batches are padded (to a multiple of 8 under fp16/bf16).
     """
@@ -246,6 +257,7 @@ def build_trainer(
             logger.info("Training batches are padded, not packed: %s.", reason)
         else:
             config = model.config
+            crf = bool(getattr(config, "use_crf", False))  # the CRF reads each packed sentence by its word_index
             dropout = getattr(config, "attention_probs_dropout_prob", 0.0) or 0.0
             path = choose_packed_attention(args.packed_attention, config._attn_implementation, args.device.type, dropout)
             if path == "flex":
@@ -260,7 +272,7 @@ def build_trainer(
                 if args.packed_attention == "auto" and args.device.type == "cuda" and dropout:
                     how += f" (flex attention would drop the attention dropout {dropout}; --packed_attention flex takes it)"
             if args.pack_to_length is None:
-                train_collator = PackingCollator(tokenizer.pad_token_id, form, multiple)
+                train_collator = PackingCollator(tokenizer.pad_token_id, form, multiple, sentences=crf)
                 shape = "rows as long as each batch's longest sentence"
             else:
                 sampler = StaticPackingSampler(
@@ -268,7 +280,7 @@ def build_trainer(
                     seed=args.data_seed if args.data_seed is not None else args.seed,
                 )
                 train_collator = PackingCollator(
-                    tokenizer.pad_token_id, form, row_length=args.pack_to_length, num_rows=sampler.num_rows
+                    tokenizer.pad_token_id, form, row_length=args.pack_to_length, num_rows=sampler.num_rows, sentences=crf
                 )
                 shape = (
                     f"static shape {sampler.num_rows} x {args.pack_to_length} sub-tokens, {len(sampler)} batches per epoch "

@@ -4,10 +4,10 @@ import pytest
 from transformers import AutoTokenizer
 
 from ner.alignment import (
-    continuation_labels, encode_sentences, plan_windows, require_fast_tokenizer, resolve_max_seq_length, word_sources,
+    encode_sentences, plan_windows, require_fast_tokenizer, resolve_max_seq_length, word_sources,
     word_tags,
 )
-from ner.schemes import IGNORE_INDEX
+from ner.schemes import IGNORE_INDEX, continuation_labels
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}

@@ -10,7 +10,7 @@ from transformers import HfArgumentParser
 from ner.configuration import HEAD_SETTINGS, NerBertConfig, given_head_settings, head_hyperparameters
 from run_ner import DataArguments, ModelArguments
 
-HEAD = ["classifier_dropout", "head_layers", "head_hidden_size", "head_activation", "use_crf", "decoding", "context_size"]
+HEAD = ["classifier_dropout", "head_layers", "head_hidden_size", "head_activation", "use_crf", "crf_token_loss", "decoding", "context_size"]
 
 
 def test_each_head_setting_is_a_config_field_with_its_default():
@@ -46,4 +46,4 @@ def test_only_the_head_options_given_reach_load_model(options, given):
 def test_the_card_lists_the_head_settings_declared_for_it_in_order():
     config = NerBertConfig(head_layers=2, head_hidden_size=64, use_crf=True, context_size=8)
     hyperparameters = head_hyperparameters(config)
-    assert list(hyperparameters.items()) == [("head_layers", 2), ("use_crf", True), ("decoding", "argmax"), ("context_size", 8)]
+    assert list(hyperparameters.items()) == [("head_layers", 2), ("use_crf", True), ("crf_token_loss", 1.0), ("decoding", "argmax"), ("context_size", 8)]

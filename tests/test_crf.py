@@ -6,7 +6,10 @@ import re
 import pytest
 import torch
 
-from ner.crf import CRF, FORBIDDEN_SCORE, allowed_transitions, constrained_decode, viterbi_decode
+from ner.crf import (
+    CRF, FORBIDDEN_SCORE, NO_WORD, allowed_transitions, constrained_decode, gather_words, log_partition, scatter_words,
+    viterbi_decode, word_index_of,
+)
 from ner.schemes import transition_tables
 
 LABELS = {
@@ -104,10 +107,60 @@ def random_problem(seed: int, num_labels: int):
     return emissions, torch.tensor(MASKS, dtype=torch.bool), transitions, start, end
 
 
+def on_words(decode, emissions, mask, *args, **kwargs):
+    """``decode`` (word level) run on sub-token ``emissions`` whose words are the ``mask`` positions, scattered back."""
+    index = word_index_of(mask)
+    return scatter_words(decode(gather_words(emissions, index), index >= 0, *args, **kwargs), index, mask.shape)
+
+
+def test_word_index_gathers_each_rows_words_in_order_and_scatters_back():
+    mask = torch.tensor(MASKS, dtype=torch.bool)
+    index = word_index_of(mask)
+    assert index.shape == (len(MASKS), 5)  # the longest row has 5 words
+    assert index[2].tolist() == [5 * 2 + 1, 5 * 2 + 3, 5 * 2 + 4, NO_WORD, NO_WORD]
+    assert index[5].tolist() == [NO_WORD] * 5
+    assert word_index_of(mask[1:]).shape == (5, 3)  # trimmed to the longest row's words
+    assert word_index_of(mask[1:], trim=False).shape == (5, 5)
+    values = torch.arange(30).view(6, 5)
+    words = gather_words(values, index)
+    assert words[2].tolist() == [11, 13, 14, 0, 0]
+    assert scatter_words(words, index, values.shape).equal(values.masked_fill(~mask, 0))
+
+
+def test_word_level_functions_refuse_a_mask_with_holes():
+    with pytest.raises(ValueError, match="mask must be True on a prefix of each row"):
+        viterbi_decode(torch.zeros(1, 3, 2), torch.tensor([[True, False, True]]), torch.zeros(2, 2), torch.zeros(2), torch.zeros(2))
+
+
+def forward_loop(emissions, mask, transitions, start, end):
+    """The forward algorithm one word at a time: the reference for the parallel scan."""
+    alpha = start + emissions[:, 0]
+    for t in range(1, emissions.shape[1]):
+        step = torch.logsumexp(alpha[:, :, None] + transitions, dim=1) + emissions[:, t]
+        alpha = torch.where(mask[:, t, None], step, alpha)
+    return torch.logsumexp(alpha + end, dim=1)
+
+
+@pytest.mark.parametrize("words", [1, 2, 3, 5, 8, 9, 17])
+def test_parallel_scan_log_partition_equals_the_forward_algorithm(words):
+    generator = torch.Generator().manual_seed(words)
+    emissions = torch.randn(4, words, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([words, max(words - 1, 1), 1, (words + 1) // 2])
+    mask = torch.arange(words)[None, :] < lengths[:, None]
+    transitions = torch.randn(5, 5, generator=generator, dtype=torch.float64).masked_fill(torch.eye(5, dtype=torch.bool).roll(1, 0), FORBIDDEN_SCORE)
+    start, end = torch.randn(4, 5, generator=generator, dtype=torch.float64), torch.randn(5, generator=generator, dtype=torch.float64)
+    scanned = log_partition(emissions, mask, transitions, start, end.expand(4, 5))
+    expected = forward_loop(emissions, mask, transitions, start, end)
+    torch.testing.assert_close(scanned, expected)
+    (grad,) = torch.autograd.grad(scanned.sum(), emissions)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), emissions)
+    torch.testing.assert_close(grad, expected_grad)  # the word marginals
+
+
 @pytest.mark.parametrize("seed, num_labels", [(0, 3), (1, 4), (2, 5), (3, 3)])
 def test_viterbi_matches_brute_force(seed, num_labels):
     emissions, mask, transitions, start, end = random_problem(seed, num_labels)
-    decoded = viterbi_decode(emissions, mask, transitions, start, end)
+    decoded = on_words(viterbi_decode, emissions, mask, transitions, start, end)
     assert decoded.dtype == torch.long and decoded.shape == mask.shape
     for row in range(len(MASKS)):
         assert decoded[row][~mask[row]].eq(0).all()
@@ -130,11 +183,13 @@ def test_viterbi_empty_time_and_forbidden_scores():
     assert decoded.tolist() == [[1, 0, 1]]
 
 
+@pytest.mark.parametrize("algorithm", ["scan", "loop"])
 @pytest.mark.parametrize("seed, num_labels, constrained", [(0, 3, False), (1, 4, False), (2, 3, True)])
-def test_crf_nll_matches_brute_force(seed, num_labels, constrained):
+def test_crf_nll_matches_brute_force(seed, num_labels, constrained, algorithm):
     emissions, mask, _, _, _ = random_problem(seed, num_labels)
     allowed = allowed_transitions(["O", "B", "I"], "IOB2") if constrained else None
     crf = CRF(num_labels, allowed).double()
+    crf.algorithm = algorithm
     with torch.no_grad():
         for param in crf.parameters():
             param.normal_()
@@ -143,7 +198,9 @@ def test_crf_nll_matches_brute_force(seed, num_labels, constrained):
     if constrained:
         tags[:, :] = torch.tensor([1, 0, 1, 1, 0])  # B and O only: valid wherever the holes fall
     tags[~mask] = -100
-    nll = crf.neg_log_likelihood(emissions, tags, mask, reduction="none")
+    index = word_index_of(mask)
+    emissions_words, tag_words, mask_words = gather_words(emissions, index), gather_words(tags, index), index >= 0
+    nll = crf.neg_log_likelihood(emissions_words, tag_words, mask_words, reduction="none")
     transitions, start, end = crf.scores(FORBIDDEN_SCORE, torch.float64)
     expected = []
     for row in range(len(MASKS)):
@@ -156,18 +213,18 @@ def test_crf_nll_matches_brute_force(seed, num_labels, constrained):
         expected.append((log_partition - scores[tuple(tags[row, kept].tolist())]).item())
     torch.testing.assert_close(nll, torch.tensor(expected, dtype=torch.float64))
     kept_rows = mask.any(1).sum()
-    torch.testing.assert_close(crf.neg_log_likelihood(emissions, tags, mask), nll.sum() / kept_rows)
-    torch.testing.assert_close(crf.neg_log_likelihood(emissions, tags, mask, reduction="sum"), nll.sum())
+    torch.testing.assert_close(crf.neg_log_likelihood(emissions_words, tag_words, mask_words), nll.sum() / kept_rows)
+    torch.testing.assert_close(crf.neg_log_likelihood(emissions_words, tag_words, mask_words, reduction="sum"), nll.sum())
 
 
 def test_crf_gradients_flow_and_forbidden_scores_stay_fixed():
     allowed = allowed_transitions(LABELS["IOB2"], "IOB2")
     crf = CRF(len(LABELS["IOB2"]), allowed)
     emissions = torch.randn(3, 6, 5, requires_grad=True)
-    mask = torch.tensor([[1, 1, 0, 1, 1, 0], [1, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
     tags = torch.full((3, 6), -100)
-    tags[0, [0, 1, 3, 4]] = torch.tensor([1, 2, 0, 3])
-    tags[1, [0, 2]] = torch.tensor([0, 0])
+    tags[0, :4] = torch.tensor([1, 2, 0, 3])
+    tags[1, :2] = torch.tensor([0, 0])
     emissions_copy = emissions.detach().clone()
     emissions_copy[~mask] = float("nan")  # what sits at skipped positions must not matter
     loss = crf(emissions, tags, mask)
@@ -189,7 +246,7 @@ def test_crf_learns_a_toy_problem():
     labels = LABELS["IOBES"]
     crf = CRF(len(labels), allowed_transitions(labels, "IOBES"))
     emissions = torch.nn.Parameter(torch.zeros(2, 7, len(labels)))
-    gold = torch.tensor([[1, 2, 3, 0, 8, 0, 0], [5, -100, 7, 4, -100, 0, -100]])
+    gold = torch.tensor([[1, 2, 3, 0, 8, 0, 0], [5, 7, 4, 0, -100, -100, -100]])
     mask = gold.ne(-100)
     optimizer = torch.optim.Adam([emissions, *crf.parameters()], lr=0.1)
     losses = []
@@ -207,7 +264,7 @@ def test_crf_refuses_bad_input():
     crf = CRF(3)
     with pytest.raises(ValueError, match=r"tags at kept \(mask True\) positions must be label ids in \[0, 3\)"):
         crf.neg_log_likelihood(torch.zeros(1, 2, 3), torch.tensor([[0, -100]]), torch.ones(1, 2, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"emissions must be \[batch, time, 3\]"):
+    with pytest.raises(ValueError, match=r"emissions must be \[sentences, words, 3\]"):
         crf.decode(torch.zeros(1, 2, 4), torch.ones(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="reduction must be"):
         crf.neg_log_likelihood(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2), "avg")
@@ -221,7 +278,7 @@ def test_constrained_decode_is_always_valid(scheme):
     generator = torch.Generator().manual_seed(7)
     logits = 3 * torch.randn(64, 8, len(labels), generator=generator)
     mask = torch.rand(64, 8, generator=generator) < 0.7
-    decoded = constrained_decode(logits, mask, allowed_transitions(labels, scheme))
+    decoded = on_words(constrained_decode, logits, mask, allowed_transitions(labels, scheme))
     assert decoded[~mask].eq(0).all()
     unconstrained_valid = 0
     for row in range(len(logits)):
@@ -252,7 +309,7 @@ def test_constrained_decode_keeps_a_valid_argmax(scheme, path):
     assert constrained_decode(logits, torch.ones(2, len(path), dtype=torch.bool), allowed_transitions(labels, scheme)).tolist() == [
         gold.tolist()
     ] * 2
-    decoded = constrained_decode(holes, mask, allowed_transitions(labels, scheme))
+    decoded = on_words(constrained_decode, holes, mask, allowed_transitions(labels, scheme))
     assert decoded[:, ::2].tolist() == [gold.tolist()] * 2 and decoded[:, 1::2].eq(0).all()
 
 
@@ -261,8 +318,8 @@ def test_half_precision_input_is_cast_up(dtype):
     labels = LABELS["IOBES"]
     generator = torch.Generator().manual_seed(11)
     logits = torch.randn(4, 6, len(labels), generator=generator).to(dtype)
-    mask = torch.tensor([[1, 1, 0, 1, 1, 1]] * 4, dtype=torch.bool)
-    tags = torch.tensor([[1, 3, -100, 0, 4, 0]] * 4)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]] * 4, dtype=torch.bool)
+    tags = torch.tensor([[1, 3, 0, 4, 0, -100]] * 4)
     assert constrained_decode(logits, mask, allowed_transitions(labels, "IOBES")).equal(
         constrained_decode(logits.float(), mask, allowed_transitions(labels, "IOBES"))
     )
@@ -281,7 +338,7 @@ def test_half_precision_input_is_cast_up(dtype):
 def test_cuda_matches_cpu():
     labels = LABELS["BILOU"]
     emissions = torch.randn(8, 10, len(labels))
-    mask = torch.rand(8, 10) < 0.6
+    mask = torch.arange(10)[None, :] < torch.randint(0, 11, (8, 1))
     tags = torch.randint(0, len(labels), (8, 10)).masked_fill(~mask, -100)
     crf = CRF(len(labels), allowed_transitions(labels, "BILOU"))
     expected_nll, expected_path = crf(emissions, tags, mask), crf.decode(emissions, mask)
@@ -290,3 +347,37 @@ def test_cuda_matches_cpu():
     assert crf.decode(emissions.cuda(), mask.cuda()).cpu().equal(expected_path)
     decoded = constrained_decode(emissions.cuda().half(), mask.cuda(), allowed_transitions(labels, "BILOU"))
     assert decoded.device.type == "cuda"
+
+
+@pytest.mark.parametrize("algorithm", ["scan", "loop"])
+@pytest.mark.parametrize("scheme", ["IOB2", "BILOU"])
+def test_likelihood_gradient_is_that_of_autograd_through_the_scan(scheme, algorithm):
+    """The CRF's loss brings its own gradient (marginals from one scan up and one down): it must equal what autograd
+    finds through ``log_partition`` and the gold path's score, for every input, edges per row included."""
+    labels = LABELS[scheme]
+    generator = torch.Generator().manual_seed(5)
+    crf = CRF(len(labels), allowed_transitions(labels, scheme)).double()
+    crf.algorithm = algorithm
+    with torch.no_grad():
+        for parameter in crf.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+    lengths = torch.tensor([7, 1, 4, 0, 6])
+    mask = torch.arange(7)[None, :] < lengths[:, None]
+    tags = torch.randint(0, len(labels), (5, 7), generator=generator).masked_fill(~mask, -100)
+    opens, closes = torch.tensor([True, False, True, True, True]), torch.tensor([True, True, False, True, True])
+    emissions = torch.randn(5, 7, len(labels), generator=generator, dtype=torch.float64, requires_grad=True)
+    nll = crf.neg_log_likelihood(emissions, tags, mask, reduction="none", opens=opens, closes=closes)
+    grads = torch.autograd.grad(nll.sum() * 2, [emissions, *crf.parameters()])
+
+    transitions, start, end = crf.scores(FORBIDDEN_SCORE, torch.float64, opens, closes)
+    safe = tags.masked_fill(~mask, 0)
+    gold = (emissions.gather(2, safe[:, :, None]).squeeze(2) * mask).sum(1)
+    gold = gold + (transitions[safe[:, :-1], safe[:, 1:]] * mask[:, 1:]).sum(1)
+    gold = gold + start.gather(1, safe[:, :1]).squeeze(1)
+    gold = gold + end.gather(1, safe.gather(1, (lengths - 1).clamp(min=0)[:, None])).squeeze(1)
+    reference = torch.where(lengths > 0, log_partition(emissions.masked_fill(~mask[:, :, None], 0), mask, transitions, start, end) - gold, 0)
+    torch.testing.assert_close(nll, reference)
+    expected = torch.autograd.grad(reference.sum() * 2, [emissions, *crf.parameters()])
+    for grad, wanted in zip(grads, expected):
+        torch.testing.assert_close(grad, wanted)
+    assert grads[0][3].eq(0).all() and grads[0][~mask].eq(0).all()  # no words, no gradient

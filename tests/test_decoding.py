@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from conftest import DEMO_DATA, DEMO_LABELS, make_scaled_classifier_folder
-from ner.alignment import continuation_labels, encode_sentences, tokenize_splits
+from ner.alignment import encode_sentences, tokenize_splits
 from ner.conll import read_conll
-from ner.crf import CRF, allowed_transitions
+from ner.crf import CRF, allowed_transitions, gather_words, scatter_words, word_index_of
 from ner.errors import DataFileError
 from ner.inference import NerPredictor
 from ner.modeling import BertForNer, load_model
-from ner.schemes import IGNORE_INDEX, entities
+from ner.schemes import IGNORE_INDEX, continuation_labels, entities
 from run_ner import main
 
 
@@ -224,20 +224,27 @@ def test_a_window_may_open_inside_an_entity():
 # --- 5, 12. the decoding that was scored is the decoding that is saved, inside forward ------------------
 
 
-def test_constrained_linear_model_is_not_saved_as_a_stock_argmax_model(constrained):
+def test_constrained_linear_model_reads_as_stock_emissions_and_decodes_with_its_own_code(constrained):
     import json
 
-    from transformers import AutoModelForTokenClassification
+    from transformers import AutoModelForTokenClassification, BertForTokenClassification
 
-    assert json.loads((constrained / "config.json").read_text())["model_type"] == "ner_bert"
-    model = AutoModelForTokenClassification.from_pretrained(constrained).eval()
-    assert isinstance(model, BertForNer) and model.config.decoding == "constrained"
+    saved = json.loads((constrained / "config.json").read_text())
+    assert saved["model_type"] == "bert" and "AutoModelForTokenClassification" in saved["auto_map"]
     ids = torch.randint(5, 100, (8, 12))
-    output = model(ids, word_starts=torch.ones(8, 12, dtype=torch.bool))
-    assert not torch.equal(output.predictions, output.logits.argmax(-1))  # random logits break IOB2 somewhere
+    starts = torch.ones(8, 12, dtype=torch.bool)
+    model = AutoModelForTokenClassification.from_pretrained(constrained, trust_remote_code=True).eval()
+    assert type(model).__name__ == "BertForNer" and type(model) is not BertForNer  # the folder's copy of the code
+    assert model.config.decoding == "constrained"
+    output = model(ids, word_starts=starts)
+    assert torch.equal(output.predictions, BertForNer.from_pretrained(constrained).eval()(ids, word_starts=starts).predictions)
+    assert not torch.equal(output.predictions, output.emissions.argmax(-1))  # random logits break IOB2 somewhere
     tags = [[model.config.id2label[i] for i in row] for row in output.predictions.tolist()]
     assert all(not t.startswith("I-") or (i and tags_row[i - 1][2:] == t[2:] and tags_row[i - 1] != "O")
                for tags_row in tags for i, t in enumerate(tags_row))
+    stock = AutoModelForTokenClassification.from_pretrained(constrained).eval()  # no trust_remote_code: the stock reading
+    assert type(stock) is BertForTokenClassification
+    torch.testing.assert_close(stock(ids).logits, output.emissions)
 
 
 def test_forward_decodes_in_eval_mode_with_the_crf_rules_as_buffers(tiny_bert):
@@ -247,7 +254,10 @@ def test_forward_decodes_in_eval_mode_with_the_crf_rules_as_buffers(tiny_bert):
     starts = torch.rand(3, 10) < 0.6
     opens = torch.tensor([True, False, True])
     output = model(ids, word_starts=starts, opens_sentence=opens)
-    assert torch.equal(output.predictions, model.crf.decode(output.logits, starts, opens))
+    index = word_index_of(starts)
+    by_words = model.crf.decode(gather_words(output.emissions, index), index >= 0, opens)
+    assert torch.equal(output.predictions, scatter_words(by_words, index, starts.shape))
+    assert torch.equal(output.logits.argmax(-1)[starts], output.predictions[starts])  # shaped for pipeline()
     assert model.train()(ids).predictions is None  # no decoding while training
 
 

@@ -115,13 +115,25 @@ def test_crf_model_trains_on_its_likelihood_and_round_trips(tmp_path):
     ids = torch.randint(0, 40, (2, 6))
     labels = torch.tensor([[IGNORE_INDEX, 1, 2, IGNORE_INDEX, 0, IGNORE_INDEX], [IGNORE_INDEX, 0, 1, 2, 0, IGNORE_INDEX]])
     output = model(ids, labels=labels)
-    assert torch.allclose(output.loss, model.crf.neg_log_likelihood(output.logits, labels, labels != IGNORE_INDEX))
+    # Each row's words (its labelled positions) read as one sentence: the CRF's likelihood summed over the sentences.
+    nll = sum(
+        model.crf.neg_log_likelihood(row[None, label != IGNORE_INDEX], label[None, label != IGNORE_INDEX],
+                                     torch.ones(1, int((label != IGNORE_INDEX).sum()), dtype=torch.bool), reduction="sum")
+        for row, label in zip(output.emissions, labels)
+    )
+    cross_entropy = torch.nn.functional.cross_entropy(output.emissions.view(-1, 3), labels.view(-1), reduction="sum")
+    assert model.config.crf_token_loss == 1.0
+    torch.testing.assert_close(output.loss, (nll + cross_entropy) / 2)
+    model.config.crf_token_loss = 0.0
+    torch.testing.assert_close(model(ids, labels=labels).loss, nll / 2)
     model.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "ner_bert"
-    loaded = AutoModelForTokenClassification.from_pretrained(tmp_path).eval()
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "bert" and saved["auto_map"]["AutoModelForTokenClassification"] == "modeling.BertForNer"
+    loaded = BertForNer.from_pretrained(tmp_path).eval()
     assert torch.equal(loaded.crf.transitions, model.crf.transitions)
     mask = labels != IGNORE_INDEX
-    assert torch.equal(loaded.decode(output.logits, mask), model.crf.decode(output.logits, mask))
+    assert torch.equal(loaded.decode(output.emissions, mask), model.decode(output.emissions, mask))
+    assert torch.equal(loaded(ids, labels=labels).predictions, output.predictions)
 
 
 def test_crf_forbids_invalid_transitions_in_iob2():

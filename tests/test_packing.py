@@ -77,9 +77,87 @@ def test_packed_rows_keep_positions_and_mask_blocks(model_and_tokenizer):
     assert (batch["labels"][batch["input_ids"] == tokenizer.pad_token_id] == IGNORE_INDEX).all()
 
 
-def test_packing_is_refused_with_a_crf(tiny_bert):
+@pytest.fixture(scope="module")
+def crf_model(tiny_bert):
+    torch.manual_seed(0)
     model = load_model(str(tiny_bert), LABELS, head={"use_crf": True})
-    assert "CRF" in packing_unsupported(model, None)
+    with torch.no_grad():  # transitions far from uniform, so that a chained or misread sentence changes the loss
+        for parameter in model.crf.parameters():
+            parameter.normal_(0.0, 2.0)
+    return model
+
+
+def crf_features(tokenizer, sentences):
+    """Training features labelled at every other sub-token (words of one and two pieces) with valid IOB2 paths; the
+    sentence edges vary, as for windows of long sentences."""
+    rows = features(tokenizer, sentences)
+    for number, row in enumerate(rows):
+        positions = list(range(1, len(row["input_ids"]) - 1, 2))
+        row["labels"] = [IGNORE_INDEX] * len(row["input_ids"])
+        for word, position in enumerate(positions):
+            row["labels"][position] = (0, 1, 2, 2)[(number + word) % 4] if word or number % 2 else 1
+        row["opens_sentence"], row["closes_sentence"] = number != 3, number != 1
+    return rows
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("static", [False, True])
+def test_packed_crf_batch_gives_the_padded_loss_and_gradients(crf_model, model_and_tokenizer, attention, static):
+    model, (_, tokenizer) = crf_model, model_and_tokenizer
+    model.config._attn_implementation = attention
+    model.eval()  # no dropout: the two layouts must then agree
+    batch = crf_features(tokenizer, SENTENCES)
+    padded = DataCollatorForTokenClassification(tokenizer)([dict(f) for f in batch])
+    shape = {"row_length": 16, "num_rows": 4} if static else {}
+    packed = PackingCollator(tokenizer.pad_token_id, attention, sentences=True, **shape)([dict(f) for f in batch])
+    assert packed["input_ids"].shape[0] < len(SENTENCES)
+    # One word_index row per sentence, its labelled positions in the packed batch, in order.
+    assert packed["word_index"].shape == (len(SENTENCES), max(len(range(1, len(f["input_ids"]) - 1, 2)) for f in batch))
+    flat_labels = packed["labels"].flatten()
+    index = packed["word_index"]
+    assert sorted(flat_labels[index[index >= 0]].tolist()) == sorted(l for f in batch for l in f["labels"] if l != IGNORE_INDEX)
+    assert sorted(packed["opens_sentence"].tolist()) == sorted(f["opens_sentence"] for f in batch)
+
+    results = []
+    for inputs in (padded, packed):
+        model.zero_grad()
+        output = model(**inputs)
+        output.loss.backward()
+        results.append((output.loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    model.config._attn_implementation = "sdpa"
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert loss_a > 1.0  # a real CRF loss, not a degenerate one
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-5)
+    assert len(grads_a) == len(grads_b) and model.crf.transitions.grad is not None
+    for grad_a, grad_b in zip(grads_a, grads_b):
+        torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-5)
+
+
+def test_packed_crf_batch_reads_each_sentence_apart(crf_model, model_and_tokenizer):
+    """Moving a sentence's edge flag changes the packed loss exactly as the padded one: the flags follow their sentence."""
+    model, (_, tokenizer) = crf_model, model_and_tokenizer
+    model.eval()
+    batch = crf_features(tokenizer, SENTENCES)
+    losses = []
+    for flags in ((True,) * 5, (False, True, False, True, False)):
+        for row, flag in zip(batch, flags):
+            row["opens_sentence"] = flag
+        packed = PackingCollator(tokenizer.pad_token_id, sentences=True)([dict(f) for f in batch])
+        padded = DataCollatorForTokenClassification(tokenizer)([dict(f) for f in batch])
+        with torch.no_grad():
+            losses.append((model(**packed).loss, model(**padded).loss))
+    (packed_a, padded_a), (packed_b, padded_b) = losses
+    torch.testing.assert_close(packed_a, padded_a)
+    torch.testing.assert_close(packed_b, padded_b)
+    assert not torch.isclose(packed_a, packed_b)
+
+
+def test_packing_a_crf_is_refused_only_under_data_parallel(crf_model):
+    from types import SimpleNamespace
+
+    crf_model.config._attn_implementation = "sdpa"
+    assert packing_unsupported(crf_model, SimpleNamespace(n_gpu=1)) is None
+    assert "DataParallel" in packing_unsupported(crf_model, SimpleNamespace(n_gpu=2))
 
 
 def test_example_lengths_follow_selected_rows():

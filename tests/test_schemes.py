@@ -183,8 +183,8 @@ def test_transition_tables_refuse_wrong_scheme(labels, scheme, message):
         transition_tables(labels, scheme)
 
 
-def test_ignore_index_is_defined_once_in_schemes():
-    """-100 is stated in ``ner.schemes`` only, and alignment (tags to sub-token labels) needs neither torch nor the model for it."""
+def test_ignore_index_is_defined_once_in_tag_rules():
+    """-100 is stated in ``ner.tag_rules`` only (``ner.schemes`` hands it on), and alignment (tags to sub-token labels) needs neither torch nor the model for it."""
     package = Path(__file__).resolve().parent.parent / "ner"
     defined_in = sorted(
         path.name
@@ -192,7 +192,7 @@ def test_ignore_index_is_defined_once_in_schemes():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "IGNORE_INDEX" for target in node.targets)
     )
-    assert defined_in == ["schemes.py"] and IGNORE_INDEX == -100
+    assert defined_in == ["tag_rules.py"] and IGNORE_INDEX == -100
     tree = ast.parse((package / "alignment.py").read_text(encoding="utf-8"))
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
