@@ -239,8 +239,9 @@ def select_splits(raw, data_args: DataArguments, training_args: NerTrainingArgum
 # best on both shared corpora (bench/accuracy.jsonl; README, "Whole corpora, two seeds").
 CRF_BY_DEFAULT = (
     "A new CRF head: the default, as it measured best on both shared corpora (MiniLM, 3 epochs, seeds 42 and 1, "
-    "dev F1 over a linear head: NCBI-disease +5.6, CoNLL-2003 +1.2). Its folder loads with this package "
-    "(import ner); --use_crf false trains the linear head that plain transformers' pipeline() loads."
+    "dev F1 over a linear head: NCBI-disease +5.6, CoNLL-2003 +1.2). Its folder carries its own code: pipeline(..., "
+    "trust_remote_code=True) decodes with the CRF, plain transformers reads the emissions by argmax; --use_crf false "
+    "trains a linear head."
 )
 
 

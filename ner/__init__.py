@@ -1,8 +1,9 @@
 """NER fine-tuning for BERT-family encoders on CoNLL-style files.
 
 ``import ner`` registers the model type ``ner_bert`` with transformers' Auto classes (``AutoConfig``,
-``AutoModelForTokenClassification``, ``pipeline()``), so that a saved MLP, CRF or constrained-decoding model
-loads there. It does so without importing transformers and torch itself, so that light modules such as
+``AutoModelForTokenClassification``, ``pipeline()``), so that a saved MLP model loads there. (Output folders need
+not this package: a CRF, constrained or MLP folder carries its own code for ``trust_remote_code=True``, and a
+single linear head, CRF or not, reads as stock BERT; see ``ner.modeling``.) It does so without importing transformers and torch itself, so that light modules such as
 ``ner.schemes`` stay quick to import: ``ner.configuration``, which registers the config, is imported as soon as
 transformers has imported its ``AutoConfig`` module and finished the import that asked for it (midway, the
 modules ``ner.configuration`` needs may be half-built); the config's first use brings in ``ner.modeling``,

@@ -198,6 +198,10 @@ def card_body(output_dir: Path, card: CardData, results: Results, plots: Sequenc
             lines.append(f"Strict F1 (seqeval strict, {scheme}): {float(scores.strict['f1']):.4f}.")
         if "accuracy" in scores.overall:
             lines.append(f"Token accuracy: {scores.overall['accuracy']:.4f}.")
+        if scores.plain_f1 is not None:
+            lines.append(
+                f"Read by plain transformers (argmax of the emissions, without this model's decoding): F1 {scores.plain_f1:.4f}."
+            )
         if lines[-1] == "":
             lines.pop()
     if results.splits:
@@ -206,36 +210,55 @@ def card_body(output_dir: Path, card: CardData, results: Results, plots: Sequenc
         lines += ["", "No evaluation results were recorded."]
     reference = model_name if is_hub_id(model_name) else "path/to/this/folder"
     decoding = own_decoding(card.hyperparameters)
-    if decoding:
+    own_code = decoding or (card.hyperparameters.get("head_layers") or 1) > 1
+    example = "Maria Lopez flew from Madrid to Berlin on Monday."
+    lines += ["", "## Usage", ""]
+    if own_code:
+        plain = [scores for scores in results.splits if scores.plain_f1 is not None]
         lines += [
-            "",
-            "## Usage",
-            "",
-            f"This model decodes with {decoding}, and its scores above were measured that way. `pipeline()` takes "
-            "the argmax of each sub-token's logits instead and would give other tags, so plain transformers does not "
-            "load it (model type `ner_bert`); this project's predictor gives the decoding that was scored:",
-            "",
-            "```python",
-            "from ner.inference import NerPredictor  # the NER fine-tuning toolkit that wrote this folder",
-            "",
-            f'predictor = NerPredictor("{reference}")',
-            'predictor.predict_text(["Maria Lopez flew from Madrid to Berlin on Monday."])',
-            "```",
-            "",
-            f"or `python -m ner predict --model {reference} --input FILE`.",
-        ]
-    else:
-        lines += [
-            "",
-            "## Usage",
+            f"This model {'decodes with ' + decoding if decoding else 'has an MLP head'}, and its scores above were "
+            "measured that way. The folder carries the code that runs it (configuration.py, modeling.py, crf.py, "
+            "tag_rules.py, tokenization_ner.py, named in config.json's `auto_map`), which transformers runs with "
+            "`trust_remote_code=True`, the Hub's convention for custom heads; this toolkit need not be installed:",
             "",
             "```python",
             "from transformers import pipeline",
             "",
-            *(["import ner  # registers model type ner_bert (this MLP head) with the Auto classes", ""]
-              if (card.hyperparameters.get("head_layers") or 1) > 1 else []),
+            f'ner = pipeline("token-classification", model="{reference}", trust_remote_code=True, aggregation_strategy="first")',
+            f'ner("{example}")',
+            'ner(["Maria", "Lopez", "flew", "to", "Berlin"], is_split_into_words=True)  # your own words',
+            "```",
+            "",
+        ]
+        if decoding:
+            measured = "; ".join(f"{s.split.short} F1 {s.plain_f1:.4f} (with its decoding {float(s.overall['f1']):.4f})" for s in plain)
+            lines += [
+                "Without `trust_remote_code`, plain transformers reads the folder as a stock BERT token classifier over "
+                "the same emissions and decodes them by argmax, without "
+                + ("the CRF" if card.hyperparameters.get("use_crf") else "the constraints")
+                + (f": {measured}." if measured else "."),
+                "",
+            ]
+        else:
+            lines += ["Without it, plain transformers refuses the folder (model type `ner_bert`): no stock class computes this head.", ""]
+        lines += [
+            "With the toolkit that wrote it, the same decoding on files of any size (windows for long sentences, "
+            "document context): `python -m ner predict --model "
+            f"{reference} --input FILE`, or",
+            "",
+            "```python",
+            "from ner.inference import NerPredictor",
+            "",
+            f'NerPredictor("{reference}").predict_text(["{example}"])',
+            "```",
+        ]
+    else:
+        lines += [
+            "```python",
+            "from transformers import pipeline",
+            "",
             f'ner = pipeline("token-classification", model="{reference}", aggregation_strategy="first")',
-            'ner("Maria Lopez flew from Madrid to Berlin on Monday.")',
+            f'ner("{example}")',
             "```",
             "",
             'The model was trained on the first sub-token of each word, which `aggregation_strategy="first"` reads.',

@@ -6,6 +6,7 @@ scores (``ner.results``) and what the card says about the run (``ner.model_card.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ner.conll import write_predictions
+from ner.files import atomic_writer
 from ner.hub import push_output_dir, write_training_args_json
 from ner.model_card import CardData, write_model_card
 from ner.plots import plot_confusion, plot_training_curves, plot_type_f1
@@ -50,6 +52,27 @@ def write_split_outputs(
     return [confusion.name, bars.name]
 
 
+# The tokenizer a folder with its own model code names for trust_remote_code (ner/tokenization_ner.py, copied there
+# with the model's code by BertForNer.save_pretrained): it marks word starts, which pipeline() hands to the model.
+REMOTE_TOKENIZER = [None, "tokenization_ner.NerTokenizerFast"]
+
+
+def link_remote_tokenizer(output_dir: str | os.PathLike) -> bool:
+    """Name ``REMOTE_TOKENIZER`` in tokenizer_config.json's ``auto_map`` when the saved model carries its own code
+    (config.json has an ``auto_map``); True if it did. Run after the tokenizer is saved (it rewrites that file)."""
+    folder = Path(output_dir)
+    config_file, tokenizer_file = folder / "config.json", folder / "tokenizer_config.json"
+    if not (config_file.is_file() and tokenizer_file.is_file() and (folder / "tokenization_ner.py").is_file()):
+        return False
+    if "auto_map" not in json.loads(config_file.read_text(encoding="utf-8")):
+        return False
+    settings = json.loads(tokenizer_file.read_text(encoding="utf-8"))
+    settings["auto_map"] = {"AutoTokenizer": REMOTE_TOKENIZER}
+    with atomic_writer(tokenizer_file) as out:
+        out.write(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+    return True
+
+
 def finish_output_dir(
     output_dir: str | os.PathLike,
     card: CardData,
@@ -68,6 +91,7 @@ def finish_output_dir(
     ``eval_text_on_hub`` from ``training_args`` (``hub_model_id``, ``push_eval_text``). Files quoting
     dev/test sentences are pushed only with ``push_eval_text``.
     """
+    link_remote_tokenizer(output_dir)
     curves = plot_training_curves(log_history, Path(output_dir) / "training_curves.png")
     plots = plots + ([curves.name] if curves else [])
     write_training_args_json(training_args, output_dir)

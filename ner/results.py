@@ -45,13 +45,15 @@ class SplitScores:
 
     ``overall`` holds ``precision``, ``recall``, ``f1``, ``accuracy`` and ``support`` (the gold entities,
     ``{prefix}_number``), those present, as recorded; ``strict`` holds ``precision``, ``recall``, ``f1``;
-    ``per_type`` maps each type to ``precision``, ``recall``, ``f1`` (floats) and ``support`` (int).
+    ``per_type`` maps each type to ``precision``, ``recall``, ``f1`` (floats) and ``support`` (int);
+    ``plain_f1`` (``{prefix}_plain_f1``), for a CRF or constrained model, the F1 of its emissions by argmax.
     """
 
     split: Split
     overall: dict[str, float]
     strict: dict[str, float]
     per_type: dict[str, dict[str, float]]
+    plain_f1: float | None = None  # a Viterbi model's emissions read by argmax (what plain transformers gives)
 
     @classmethod
     def from_metrics(cls, metrics: Mapping[str, float], split: Split) -> SplitScores:
@@ -78,7 +80,7 @@ class SplitScores:
                 if value is not None:
                     row["support" if name == "number" else name] = int(value) if name == "number" else float(value)
             per_type[entity_type] = row
-        return cls(split, overall, strict, per_type)
+        return cls(split, overall, strict, per_type, metrics.get(split.key("plain_f1")))
 
 
 @dataclass(frozen=True)

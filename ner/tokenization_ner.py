@@ -1,4 +1,4 @@
-"""BERT's fast tokenizer that also marks word starts: what ``pipeline()`` needs to run a CRF from a model folder.
+"""A fast tokenizer that also marks word starts: what ``pipeline()`` needs to run a CRF from a model folder.
 
 A CRF (or constrained decoding) reads one position per word, the word's first sub-token. ``pipeline()`` hands the
 model only what the tokenizer returns, so this tokenizer adds ``word_starts`` (True at each word's first
@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import BertTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 
-class NerTokenizerFast(BertTokenizerFast):
-    """``BertTokenizerFast`` whose encodings carry ``word_starts``, shaped like their ``input_ids``."""
+class NerTokenizerFast(PreTrainedTokenizerFast):
+    """The folder's fast tokenizer (its ``tokenizer.json``: WordPiece or SentencePiece alike) whose encodings also
+    carry ``word_starts``, shaped like their ``input_ids``."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         encoding = super().__call__(*args, **kwargs)

@@ -212,18 +212,21 @@ def test_packed_batch_gives_the_padded_loss_and_gradients_on_cuda(tiny_bert, tmp
 # ------------------------------------------------------------------------------------------- host syncs
 
 
-@pytest.mark.parametrize("head", [{}, {"use_crf": True}], ids=["linear", "crf"])
-def test_training_step_makes_no_host_sync_in_our_code(tiny_bert, head):
+@pytest.mark.parametrize("head, packed", [({}, False), ({"use_crf": True}, False), ({"use_crf": True}, True)],
+                         ids=["linear", "crf", "packed crf"])
+def test_training_step_makes_no_host_sync_in_our_code(tiny_bert, head, packed):
     """A training step's loss, backward and the CRF's tag check wait for the GPU nowhere in ner/ (CUDA's sync debug
-    mode warns at each wait, from the Python line that caused it)."""
+    mode warns at each wait, from the Python line that caused it): padded rows, and packed ones read by word_index."""
     import warnings
 
     from ner.modeling import load_model
+    from ner.packing import PackingCollator
 
     torch.manual_seed(0)
     model = load_model(str(tiny_bert), LABELS, head=head).to(DEVICE).train()
     tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
-    batch = to_device(DataCollatorForTokenClassification(tokenizer)(features(tokenizer, SENTENCES, len(LABELS))))
+    collator = PackingCollator(tokenizer.pad_token_id, sentences=True) if packed else DataCollatorForTokenClassification(tokenizer)
+    batch = to_device(collator(features(tokenizer, SENTENCES, len(LABELS))))
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -391,3 +394,35 @@ def test_accelerate_launch_on_one_gpu(tagger, tmp_path):
     assert state["global_step"] == 20
     results = json.loads((out / "all_results.json").read_text())
     assert results["eval_f1"] >= TAGGER_MIN_F1 and results["predict_f1"] >= TAGGER_MIN_F1
+
+
+@pytest.mark.parametrize("algorithm", ["scan", "loop"])
+def test_packed_crf_on_cuda_gives_the_cpus_padded_loss_and_gradients(tiny_bert, algorithm):
+    """The CRF on packed rows on the GPU (the parallel scan it runs by default, and the word loop) against the padded
+    batch on the CPU: the same loss and gradients."""
+    from test_packing import crf_features
+
+    from ner.modeling import load_model
+    from ner.packing import PackingCollator
+
+    torch.manual_seed(0)
+    model = load_model(str(tiny_bert), LABELS, head={"use_crf": True}).eval()
+    with torch.no_grad():
+        for parameter in model.crf.parameters():
+            parameter.normal_(0.0, 2.0)
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
+    batch = crf_features(tokenizer, SENTENCES)
+    padded = DataCollatorForTokenClassification(tokenizer)([dict(f) for f in batch])
+    packed = to_device(PackingCollator(tokenizer.pad_token_id, sentences=True)([dict(f) for f in batch]))
+    results = []
+    for inputs, device in ((padded, "cpu"), (packed, DEVICE)):
+        model.to(device).zero_grad()
+        model.crf.algorithm = algorithm
+        loss = model(**inputs).loss
+        loss.backward()
+        results.append((loss.detach().cpu(), {n: p.grad.cpu() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_cpu, grads_cpu), (loss_gpu, grads_gpu) = results
+    torch.testing.assert_close(loss_gpu, loss_cpu, rtol=1e-4, atol=1e-4)
+    assert grads_gpu.keys() == grads_cpu.keys()
+    for name, grad in grads_cpu.items():
+        torch.testing.assert_close(grads_gpu[name], grad, rtol=1e-3, atol=1e-4, msg=lambda m: f"{name}: {m}")

@@ -281,25 +281,32 @@ def test_reloading_a_saved_model_does_not_warn_about_model_types(tiny_bert, line
 
 
 @pytest.mark.parametrize(
-    "head, pipeline_usage",
-    [({}, True), ({"head_layers": 2}, True), ({"decoding": "constrained"}, False), ({"use_crf": True}, False)],
+    "head, own_code",
+    [({}, False), ({"head_layers": 2}, True), ({"decoding": "constrained"}, True), ({"use_crf": True}, True)],
 )
-def test_model_card_gives_the_decoding_that_was_scored(tmp_path, head, pipeline_usage):
+def test_model_card_gives_the_decoding_that_was_scored_and_how_to_load_it(tmp_path, head, own_code):
     from ner.model_card import CardData, write_model_card
     from ner.results import Results
 
+    metrics = {"eval_f1": 0.5, "eval_number": 3}
+    if "decoding" in head or "use_crf" in head:
+        metrics["eval_plain_f1"] = 0.4375  # what plain transformers' argmax gives
     text = write_model_card(
         tmp_path,
         CardData(base_model="bert-base-cased", data_files={"train": "train.txt"}, trained=True, label_list=DEMO_LABELS,
                  scheme="IOB2", hyperparameters={"head_layers": 1, "use_crf": False, "decoding": "argmax", **head}),
-        Results.from_metrics({"eval_f1": 0.5, "eval_number": 3}),
+        Results.from_metrics(metrics),
     ).read_text(encoding="utf-8")
     usage = text.split("## Usage", 1)[1].split("\n## ", 1)[0]
-    assert ("pipeline(\"token-classification\"" in usage) is pipeline_usage
-    assert ("NerPredictor" in usage) is not pipeline_usage
-    if not pipeline_usage:
-        assert "would give other tags" in usage
-    assert ("import ner" in usage) is (head.get("head_layers") == 2)
+    assert 'pipeline("token-classification"' in usage
+    assert ("trust_remote_code=True" in usage) is own_code
+    assert ("NerPredictor" in usage) is own_code
+    assert "import ner" not in usage  # the folder loads without this package
+    if "eval_plain_f1" in metrics:
+        assert "dev F1 0.4375 (with its decoding 0.5000)" in usage
+        assert "argmax of the emissions, without this model's decoding): F1 0.4375" in text
+    if head.get("head_layers") == 2:
+        assert "plain transformers refuses the folder" in usage
 
 
 def test_an_unpredictable_tag_in_a_json_file_is_named_at_its_record(linear, tmp_path):
