@@ -6,7 +6,8 @@ one full training run through ``bench/heads.py`` (whole train/dev/test files, th
 ``linear`` does (decoding changes no training step), so it is scored by a predict-only run on the linear
 model's folder instead of a second training. Every row is appended to ``--out`` (JSON lines) as soon as it
 is measured; rows already there are skipped, so the same command resumes. ``--summary`` prints the table
-(mean ± half the range over seeds) from that file.
+(mean ± half the range over seeds) from that file; "plain" is a CRF run's emissions read by argmax (what plain
+transformers gives from its folder).
 
     OMP_WAIT_POLICY=PASSIVE python bench/accuracy.py --out bench/accuracy.jsonl \\
         --variants linear crf "mlp (2 layers)" --seeds 42 1 --corpora ncbi_disease conll2003 --extra_args "--bf16 --use_cpu"
@@ -66,8 +67,8 @@ def summary(rows: list[dict]) -> str:
     """Markdown table: per corpus and variant, mean ± half the range over seeds, and the seeds; minutes are the
     whole run (load, train, score dev and test) on the machine it ran on."""
     lines = [
-        "| corpus | variant | seeds | dev F1 | test F1 | test F1 strict | minutes per run |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| corpus | variant | seeds | dev F1 | test F1 | test F1 strict | plain dev / test F1 | minutes per run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
@@ -81,9 +82,11 @@ def summary(rows: list[dict]) -> str:
     for (corpus, variant), group in groups.items():
         seeds = ", ".join(str(row["seed"]) for row in group)
         minutes = cell([row["wall_seconds"] for row in group], 1 / 60, 1) if not variant.endswith("constrained decoding") else "(linear's model)"
+        plain = [row for row in group if "dev_plain_f1" in row]
+        plain_cell = f"{cell([r['dev_plain_f1'] for r in plain])} / {cell([r['test_plain_f1'] for r in plain])}" if plain else ""
         lines.append(
             f"| {corpus} | {variant} | {seeds} | {cell([r['dev_f1'] for r in group])} | {cell([r['test_f1'] for r in group])} "
-            f"| {cell([r['test_f1_strict'] for r in group])} | {minutes} |"
+            f"| {cell([r['test_f1_strict'] for r in group])} | {plain_cell} | {minutes} |"
         )
     return "\n".join(lines)
 

@@ -38,10 +38,11 @@ VARIANTS = {
     "crf, lr 1e-4": ["--use_crf", "--learning_rate", "1e-4"],
     # A separate rate for the head (classifier and CRF start random): 20x the encoder's.
     "crf, head lr 1e-3": ["--use_crf", "--head_learning_rate", "1e-3"],
-    # Issue 23: the CRF on packed rows, word-level scan, and the token cross-entropy added to its loss (the defaults),
-    # and the same without the cross-entropy.
-    "defaults (packed crf + token loss, lr 1e-4)": ["--learning_rate", "1e-4"],
+    # Issue 23: the CRF on packed rows, with the token cross-entropy added to its loss at weight 1, 0.25 (the default
+    # now) and 0.
+    "packed crf + token loss 1, lr 1e-4": ["--learning_rate", "1e-4", "--crf_token_loss", "1"],
     "packed crf, no token loss, lr 1e-4": ["--learning_rate", "1e-4", "--crf_token_loss", "0"],
+    "packed crf + token loss 0.25, lr 1e-4": ["--learning_rate", "1e-4", "--crf_token_loss", "0.25"],
     # The same CRF on padded batches: what packing (only its dropout masks differ) does to F1.
     "crf, no token loss, lr 1e-4, padded batches": ["--learning_rate", "1e-4", "--crf_token_loss", "0", "--pack_sequences", "false"],
 }

@@ -66,7 +66,7 @@ class NerBertConfig(BertConfig):
         on_card=True,
     )
     crf_token_loss: float = head_setting(
-        1.0,
+        0.25,
         "Weight of the token cross-entropy added to a CRF's loss (both summed per sentence): it trains the emissions to "
         "tag on their own too, which is what plain transformers reads from the folder (argmax, without the CRF). "
         "0 = the CRF's likelihood alone.",

@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 # free of NaN, and large enough that exp() of it is 0 in float32. Decoding uses -inf instead.
 FORBIDDEN_SCORE = -10000.0
 NO_WORD = -1  # word_index entry of a word position a sentence does not have
+# The parallel scan's first round holds [sentences, words / 2, labels, labels, labels] floats (and its weights as
+# many): past this many, "auto" steps through the words instead (e.g. 37 labels, 64 sentences of 64 words).
+SCAN_MAX_ELEMENTS = 2**27
 
 
 def allowed_transitions(label_list: list[str], scheme: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -383,7 +386,8 @@ class CRF(nn.Module):
             )
         self.rules = TransitionRules(allowed)
         # How the likelihood's sums over paths are computed (same figures): "scan" (parallel, few operators, T x C^3
-        # work), "loop" (word by word, T x C^2 work), or "auto": the scan on an accelerator, the loop on a CPU.
+        # work), "loop" (word by word, T x C^2 work), or "auto": the scan on an accelerator (up to SCAN_MAX_ELEMENTS),
+        # the loop on a CPU.
         self.algorithm = "auto"
 
     @property
@@ -445,7 +449,9 @@ class CRF(nn.Module):
         transitions, start, end = self.scores(FORBIDDEN_SCORE, dtype, opens, closes)
         # Zero what lies past each sentence so that large or non-finite values there cannot leak NaN into the gradient.
         emissions = emissions.to(dtype).masked_fill(~mask[:, :, None], 0.0)
-        scan = self.algorithm == "scan" or (self.algorithm == "auto" and emissions.device.type != "cpu")
+        scan = self.algorithm == "scan" or (
+            self.algorithm == "auto" and emissions.device.type != "cpu" and batch * length * num_labels**3 <= SCAN_MAX_ELEMENTS
+        )
         nll = _CrfLikelihood.apply(
             emissions, tags.masked_fill(~mask, 0), mask, transitions, _per_row(start, batch), _per_row(end, batch), scan
         )

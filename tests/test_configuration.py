@@ -46,4 +46,4 @@ def test_only_the_head_options_given_reach_load_model(options, given):
 def test_the_card_lists_the_head_settings_declared_for_it_in_order():
     config = NerBertConfig(head_layers=2, head_hidden_size=64, use_crf=True, context_size=8)
     hyperparameters = head_hyperparameters(config)
-    assert list(hyperparameters.items()) == [("head_layers", 2), ("use_crf", True), ("crf_token_loss", 1.0), ("decoding", "argmax"), ("context_size", 8)]
+    assert list(hyperparameters.items()) == [("head_layers", 2), ("use_crf", True), ("crf_token_loss", 0.25), ("decoding", "argmax"), ("context_size", 8)]

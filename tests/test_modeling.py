@@ -122,8 +122,10 @@ def test_crf_model_trains_on_its_likelihood_and_round_trips(tmp_path):
         for row, label in zip(output.emissions, labels)
     )
     cross_entropy = torch.nn.functional.cross_entropy(output.emissions.view(-1, 3), labels.view(-1), reduction="sum")
-    assert model.config.crf_token_loss == 1.0
-    torch.testing.assert_close(output.loss, (nll + cross_entropy) / 2)
+    assert model.config.crf_token_loss == 0.25  # the default
+    torch.testing.assert_close(output.loss, (nll + 0.25 * cross_entropy) / 2)
+    model.config.crf_token_loss = 1.0
+    torch.testing.assert_close(model(ids, labels=labels).loss, (nll + cross_entropy) / 2)
     model.config.crf_token_loss = 0.0
     torch.testing.assert_close(model(ids, labels=labels).loss, nll / 2)
     model.save_pretrained(tmp_path)
