@@ -164,11 +164,6 @@ def _logsumexp(x: Tensor, dim: int) -> Tensor:
     return (x - top).exp().sum(dim=dim).log() + top.squeeze(dim)
 
 
-def _log_matmul(left: Tensor, right: Tensor) -> Tensor:
-    """``[..., i, k] x [..., k, j]`` in log space: ``log sum_k exp(left[i, k] + right[k, j])``."""
-    return _logsumexp(left[..., :, :, None] + right[..., None, :, :], dim=-2)
-
-
 @functools.cache
 def _identity_on(num_labels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.full((num_labels, num_labels), FORBIDDEN_SCORE, dtype=dtype, device=device).fill_diagonal_(0.0)
@@ -193,33 +188,13 @@ def _leaves(emissions: Tensor, mask: Tensor, transitions: Tensor) -> tuple[Tenso
     return leaves, count
 
 
-def log_partition(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:
-    """``log Z`` per sentence (``[B]``): the log-sum-exp of every path's score, by a parallel scan.
-
-    Step ``t`` is the matrix ``transitions[i, j] + emissions[t, j]`` (from label i to label j); a word position
-    past the sentence's end is the log-space identity. The matrices are multiplied in pairs (log-sum-exp over
-    the shared label), halving their number each round, so the whole product takes ``ceil(log2(words - 1))``
-    rounds. Work is ``words x labels^3`` per sentence (the step-by-step algorithm's ``words x labels^2``),
-    done in a handful of batched operations. Forbidden entries must be finite (``FORBIDDEN_SCORE``).
-    Differentiable by autograd; ``CRF.neg_log_likelihood`` uses ``_CrfLikelihood``, which brings its gradient.
-    """
-    batch, length, num_labels = emissions.shape
-    total = _identity(num_labels, emissions).expand(batch, -1, -1)
-    if length > 1:
-        steps, _ = _leaves(emissions, mask, transitions)
-        while steps.shape[1] > 1:
-            pairs = steps.unflatten(1, (-1, 2))
-            steps = _log_matmul(pairs[:, :, 0], pairs[:, :, 1])
-        total = steps[:, 0]
-    joint = (_per_row(start, batch) + emissions[:, 0])[:, :, None] + total + _per_row(end, batch)[:, None, :]
-    return _logsumexp(joint.flatten(1), dim=1)
-
-
 def _scan_marginals(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor):
     """``(log Z, word marginals [B, T, C], expected transitions [B, C, C])`` by the parallel scan, up and down.
 
-    Up: the scan of ``log_partition``, keeping, for each product ``P[i, j] = log sum_k exp(A[i, k] + B[k, j])``,
-    the weights ``w[i, k, j] = exp(A[i, k] + B[k, j] - P[i, j])`` of its middle label. Down: the gradient of
+    Up: step ``t >= 1`` is the matrix ``transitions[i, j] + emissions[t, j]`` (``_leaves``, the identity past a
+    sentence's end); the matrices are multiplied in pairs, ``P[i, j] = log sum_k exp(A[i, k] + B[k, j])``, halving
+    their number each round, and each product keeps the weights ``w[i, k, j] = exp(A[i, k] + B[k, j] - P[i, j])``
+    of its middle label. Down: the gradient of
     ``log Z`` flows back through them (``dA[i, k] = sum_j dP[i, j] w[i, k, j]``, ``dB[k, j] = sum_i dP[i, j]
     w[i, k, j]``), which at the steps are the pairwise marginals ``p(y[t-1] = i, y[t] = j)``. About 2 log2(T)
     rounds of batched operators whatever T is, but ``T x C^3`` work: the choice where operators cost more than
@@ -245,9 +220,9 @@ def _scan_marginals(emissions: Tensor, mask: Tensor, transitions: Tensor, start:
     for weight in reversed(weights):
         spread = grad[..., :, None, :] * weight  # [B, K, i, k, j]
         grad = torch.stack([spread.sum(dim=-1), spread.sum(dim=-3)], dim=2).flatten(1, 2)
-    if not weights:
+    if length == 1:  # no step between words
         return log_z, first[:, None], emissions.new_zeros(batch, num_labels, num_labels)
-    pairwise = grad[:, :count] * mask[:, 1:, None, None]
+    pairwise = grad[:, :count] * mask[:, 1:, None, None]  # one step (two words) has no product: its marginals are p(ends)
     return log_z, torch.cat([first[:, None], pairwise.sum(dim=2)], dim=1), pairwise.sum(dim=1)
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ner.crf import (
-    CRF, FORBIDDEN_SCORE, NO_WORD, allowed_transitions, constrained_decode, gather_words, log_partition, scatter_words,
-    viterbi_decode, word_index_of,
+    CRF, FORBIDDEN_SCORE, NO_WORD, _loop_marginals, _scan_marginals, allowed_transitions, constrained_decode, gather_words,
+    scatter_words, viterbi_decode, word_index_of,
 )
 from ner.schemes import transition_tables
 
@@ -142,19 +142,26 @@ def forward_loop(emissions, mask, transitions, start, end):
 
 
 @pytest.mark.parametrize("words", [1, 2, 3, 5, 8, 9, 17])
-def test_parallel_scan_log_partition_equals_the_forward_algorithm(words):
+@pytest.mark.parametrize("marginals", [_scan_marginals, _loop_marginals], ids=["scan", "loop"])
+def test_scan_and_loop_give_the_forward_algorithms_log_z_and_its_gradient(words, marginals):
+    """log Z, the word marginals (d log Z / d emissions) and the expected transitions (d log Z / d transitions) of
+    the parallel scan and of the word loop equal the forward algorithm's and what autograd finds through it."""
     generator = torch.Generator().manual_seed(words)
     emissions = torch.randn(4, words, 5, generator=generator, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([words, max(words - 1, 1), 1, (words + 1) // 2])
     mask = torch.arange(words)[None, :] < lengths[:, None]
-    transitions = torch.randn(5, 5, generator=generator, dtype=torch.float64).masked_fill(torch.eye(5, dtype=torch.bool).roll(1, 0), FORBIDDEN_SCORE)
-    start, end = torch.randn(4, 5, generator=generator, dtype=torch.float64), torch.randn(5, generator=generator, dtype=torch.float64)
-    scanned = log_partition(emissions, mask, transitions, start, end.expand(4, 5))
-    expected = forward_loop(emissions, mask, transitions, start, end)
-    torch.testing.assert_close(scanned, expected)
-    (grad,) = torch.autograd.grad(scanned.sum(), emissions)
-    (expected_grad,) = torch.autograd.grad(expected.sum(), emissions)
-    torch.testing.assert_close(grad, expected_grad)  # the word marginals
+    forbidden = torch.eye(5, dtype=torch.bool).roll(1, 0)
+    transitions = torch.randn(5, 5, generator=generator, dtype=torch.float64).masked_fill(forbidden, FORBIDDEN_SCORE)
+    transitions.requires_grad_()
+    start, end = torch.randn(4, 5, generator=generator, dtype=torch.float64), torch.randn(4, 5, generator=generator, dtype=torch.float64)
+    expected = forward_loop(emissions.masked_fill(~mask[:, :, None], 0), mask, transitions, start, end)
+    rows = [torch.autograd.grad(expected[row], [emissions, transitions], allow_unused=True, retain_graph=True) for row in range(4)]
+    rows = [(grad_e, torch.zeros(5, 5, dtype=torch.float64) if grad_t is None else grad_t) for grad_e, grad_t in rows]
+    with torch.no_grad():
+        log_z, word_marginals, moves = marginals(emissions.masked_fill(~mask[:, :, None], 0), mask, transitions, start, end)
+    torch.testing.assert_close(log_z, expected.detach())
+    torch.testing.assert_close(word_marginals * mask[:, :, None], torch.stack([grad[0][row] for row, grad in enumerate(rows)]))
+    torch.testing.assert_close(moves, torch.stack([grad[1] for grad in rows]))
 
 
 @pytest.mark.parametrize("seed, num_labels", [(0, 3), (1, 4), (2, 5), (3, 3)])
@@ -353,7 +360,7 @@ def test_cuda_matches_cpu():
 @pytest.mark.parametrize("scheme", ["IOB2", "BILOU"])
 def test_likelihood_gradient_is_that_of_autograd_through_the_scan(scheme, algorithm):
     """The CRF's loss brings its own gradient (marginals from one scan up and one down): it must equal what autograd
-    finds through ``log_partition`` and the gold path's score, for every input, edges per row included."""
+    finds through the forward algorithm and the gold path's score, for every input, edges per row included."""
     labels = LABELS[scheme]
     generator = torch.Generator().manual_seed(5)
     crf = CRF(len(labels), allowed_transitions(labels, scheme)).double()
@@ -375,7 +382,7 @@ def test_likelihood_gradient_is_that_of_autograd_through_the_scan(scheme, algori
     gold = gold + (transitions[safe[:, :-1], safe[:, 1:]] * mask[:, 1:]).sum(1)
     gold = gold + start.gather(1, safe[:, :1]).squeeze(1)
     gold = gold + end.gather(1, safe.gather(1, (lengths - 1).clamp(min=0)[:, None])).squeeze(1)
-    reference = torch.where(lengths > 0, log_partition(emissions.masked_fill(~mask[:, :, None], 0), mask, transitions, start, end) - gold, 0)
+    reference = torch.where(lengths > 0, forward_loop(emissions.masked_fill(~mask[:, :, None], 0), mask, transitions, start, end) - gold, 0)
     torch.testing.assert_close(nll, reference)
     expected = torch.autograd.grad(reference.sum() * 2, [emissions, *crf.parameters()])
     for grad, wanted in zip(grads, expected):
