@@ -212,9 +212,11 @@ class BertForNer(BertPreTrainedModel):
         if labels is not None:
             # Sums over the batch's labelled positions (or sentences), divided by their count, so that a micro-batch
             # without any gives a zero loss (not 0/0 = NaN) without asking the device whether there is one.
-            token_loss = nn.functional.cross_entropy(
-                logits.view(-1, self.num_labels).float(), labels.view(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-            )
+            def token_loss() -> torch.Tensor:
+                return nn.functional.cross_entropy(
+                    logits.view(-1, self.num_labels).float(), labels.view(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+                )
+
             if self.crf is not None:
                 word_mask = index >= 0
                 sentences = word_mask.any(dim=1).sum().clamp(min=1)
@@ -222,9 +224,9 @@ class BertForNer(BertPreTrainedModel):
                     words, gather_words(labels, index), word_mask, reduction="sum", opens=opens_sentence, closes=closes_sentence
                 )
                 weight = self.config.crf_token_loss
-                loss = (nll + weight * token_loss if weight else nll) / sentences
+                loss = (nll + weight * token_loss() if weight else nll) / sentences
             else:
-                loss = token_loss / (labels != IGNORE_INDEX).sum().clamp(min=1)
+                loss = token_loss() / (labels != IGNORE_INDEX).sum().clamp(min=1)
         predictions = emissions = None
         if not self.training and index is not None:
             decoded = self._decode_words(words, index >= 0, opens_sentence, closes_sentence)

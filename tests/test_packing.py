@@ -23,6 +23,14 @@ from ner.schemes import IGNORE_INDEX
 model_and_tokenizer = batch_helpers.model_and_tokenizer  # the module-scoped fixture: one model per test file
 
 
+def loss_and_gradients(model, inputs):
+    """The loss of one batch and every gradient it gives (after zeroing the previous ones)."""
+    model.zero_grad()
+    output = model(**inputs)
+    output.loss.backward()
+    return output.loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
 @pytest.mark.parametrize("capacity, lengths, rows", [
     (5, [5, 1, 4, 2, 3], [[0], [2, 1], [4, 3]]),
     (8, [3, 3, 3], [[0, 1], [2]]),
@@ -118,14 +126,8 @@ def test_packed_crf_batch_gives_the_padded_loss_and_gradients(crf_model, model_a
     assert sorted(flat_labels[index[index >= 0]].tolist()) == sorted(l for f in batch for l in f["labels"] if l != IGNORE_INDEX)
     assert sorted(packed["opens_sentence"].tolist()) == sorted(f["opens_sentence"] for f in batch)
 
-    results = []
-    for inputs in (padded, packed):
-        model.zero_grad()
-        output = model(**inputs)
-        output.loss.backward()
-        results.append((output.loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (loss_a, grads_a), (loss_b, grads_b) = (loss_and_gradients(model, inputs) for inputs in (padded, packed))
     model.config._attn_implementation = "sdpa"
-    (loss_a, grads_a), (loss_b, grads_b) = results
     assert loss_a > 1.0  # a real CRF loss, not a degenerate one
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-5)
     assert len(grads_a) == len(grads_b) and model.crf.transitions.grad is not None
@@ -209,13 +211,7 @@ def test_static_batch_gives_the_padded_loss_and_gradients(model_and_tokenizer):
     padded = DataCollatorForTokenClassification(tokenizer)([dict(f) for f in batch])
     static = PackingCollator(tokenizer.pad_token_id, "sdpa", row_length=16, num_rows=4)([dict(f) for f in batch])
     assert static["input_ids"].shape == (4, 16)
-    results = []
-    for inputs in (padded, static):
-        model.zero_grad()
-        output = model(**inputs)
-        output.loss.backward()
-        results.append((output.loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
-    (loss_a, grads_a), (loss_b, grads_b) = results
+    (loss_a, grads_a), (loss_b, grads_b) = (loss_and_gradients(model, inputs) for inputs in (padded, static))
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
     for grad_a, grad_b in zip(grads_a, grads_b):
         torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-6)
