@@ -20,7 +20,9 @@ import datasets
 import transformers
 from transformers import HfArgumentParser, set_seed
 
-from ner.alignment import require_fast_tokenizer, resolve_max_seq_length, tokenize_splits
+from ner.alignment import (
+    check_stride, check_window_options, require_fast_tokenizer, resolve_max_seq_length, tokenize_splits,
+)
 from ner.checkpoints import resolve_checkpoint, start_run
 from ner.configuration import given_head_settings, head_argument, head_hyperparameters
 from ner.model_card import CardData
@@ -169,9 +171,21 @@ def check_arguments(data_args: DataArguments, training_args: NerTrainingArgument
         raise ValueError("Give --dataset_name or --train_file/--validation_file/--test_file, not both.")
     if not data_args.dataset_name and not files:
         raise ValueError("No data: give --train_file/--validation_file/--test_file (CoNLL files) or --dataset_name.")
-    for path in files.values():
-        if path and not os.path.isfile(path):
-            raise ValueError(f"No such file: {path}")
+    for split, path in files.items():
+        if os.path.isdir(path):
+            raise ValueError(f"--{split}_file {path}: a folder; give the data file itself.")
+        if not os.path.isfile(path):
+            raise ValueError(f"--{split}_file {path}: no such file.")
+    if data_args.label_list and not os.path.isfile(data_args.label_list):
+        what = "a folder" if os.path.isdir(data_args.label_list) else "no such file"
+        raise ValueError(f"--label_list {data_args.label_list}: {what}; give a file with one label per line.")
+    if os.path.exists(training_args.output_dir) and not os.path.isdir(training_args.output_dir):
+        raise ValueError(f"--output_dir {training_args.output_dir}: a file is there; give the path of a folder.")
+    for split in SPLITS:
+        limit = getattr(data_args, f"max_{split.prefix}_samples")
+        if limit is not None and limit < 1:
+            raise ValueError(f"--max_{split.prefix}_samples must be 1 or more, got {limit} (leave it out for all).")
+    check_window_options(data_args.max_seq_length, data_args.stride)
     if not (training_args.do_train or training_args.do_eval_requested or training_args.do_predict):
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     if training_args.do_train and not (data_args.train_file or data_args.dataset_name):
@@ -216,15 +230,21 @@ def read_data(data_args: DataArguments, model_args: ModelArguments):
 
 
 def select_splits(raw, data_args: DataArguments, training_args: NerTrainingArguments):
-    """Keep the splits the run uses, cut to --max_*_samples; evaluation is off without validation data."""
+    """Keep the splits the run uses, cut to --max_*_samples; evaluation is off without validation data.
+
+    Returns the splits and, for the card, each kept split's sentences: (used, in the data)."""
     # --do_train/--do_eval/--do_predict and --max_{train,eval,predict}_samples: named by each split's prefix.
     wanted = {split.name: getattr(training_args, f"do_{split.prefix}") for split in SPLITS}
     limits = {split.name: getattr(data_args, f"max_{split.prefix}_samples") for split in SPLITS}
+    sizes = {}
     for split in list(raw):
         if not wanted.get(split, False):
             del raw[split]
-        elif limits[split] is not None:
-            raw[split] = raw[split].select(range(min(limits[split], len(raw[split]))))
+            continue
+        given = len(raw[split])
+        if limits[split] is not None:
+            raw[split] = raw[split].select(range(min(limits[split], given)))
+        sizes[split] = (len(raw[split]), given)
     if training_args.do_eval and "validation" not in raw:
         if training_args.do_eval_requested:
             raise ValueError("--do_eval needs --validation_file (or a dataset with a 'validation' split).")
@@ -232,7 +252,7 @@ def select_splits(raw, data_args: DataArguments, training_args: NerTrainingArgum
             raise ValueError("--load_best_model_at_end needs validation data: pass --validation_file.")
         training_args.do_eval = False
         training_args.eval_strategy = "no"
-    return raw
+    return raw, sizes
 
 
 # A new classifier head (not a fine-tuned model's own) is a CRF unless the options say otherwise: it measured
@@ -282,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with training_args.main_process_first(desc="reading data"):
         raw, files = read_data(data_args, model_args)
         raw, label_list, scheme = prepare_tags(raw, files, data_args.label_list)
-    raw = select_splits(raw, data_args, training_args)
+    raw, data_sizes = select_splits(raw, data_args, training_args)
 
     # Model and tokenizer.
     with training_args.main_process_first(desc="preparing the model"):
@@ -330,6 +350,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             rate, SMALL_ENCODER_WIDTH, model.config.hidden_size,
         )
     max_seq_length = resolve_max_seq_length(data_args.max_seq_length, tokenizer, model.config)
+    check_stride(data_args.stride, max_seq_length)
 
     with training_args.main_process_first(desc="tokenising"):
         tokenized = tokenize_splits(
@@ -398,7 +419,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             scheme=scheme,
             trained=training_args.do_train,
             data_files={split: data_args.dataset_name or files[split] for split in raw},
+            data_sizes=data_sizes,
             hyperparameters={
+                **{  # the limits on the data, where given
+                    f"max_{split.prefix}_samples": getattr(data_args, f"max_{split.prefix}_samples")
+                    for split in SPLITS
+                    if split.name in raw and getattr(data_args, f"max_{split.prefix}_samples") is not None
+                },
                 "max_seq_length": max_seq_length,
                 "label_all_tokens": data_args.label_all_tokens,
                 **head_hyperparameters(model.config),
@@ -413,6 +440,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             plots=plots,
             push=push,
             hub_token=hub_token,
+            trained_for=(trainer.state.global_step, trainer.state.epoch) if training_args.do_train else (),
         )
         scores = ", ".join(f"{one.split.short} F1 {one.overall['f1']:.4f}" for one in scored)
         logger.info("Done%s. Outputs in %s", f": {scores}" if scores else "", os.path.abspath(training_args.output_dir))

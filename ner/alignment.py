@@ -55,13 +55,13 @@ def require_fast_tokenizer(tokenizer: Any, name: str) -> None:
 def resolve_max_seq_length(requested: int | None, tokenizer: Any, config: Any) -> int:
     """Sub-tokens per window ([CLS]/[SEP] included), the same for training and prediction.
 
-    ``requested`` when given (0 or None: not given), else the model's limit capped at
+    ``requested`` when given (None: not given), else the model's limit capped at
     ``DEFAULT_MAX_SEQ_LENGTH``. The limit is the smaller of the tokenizer's ``model_max_length`` and the
     config's ``max_position_embeddings``; a longer window would index positions the model has no
     embedding for, so it is refused rather than cut down silently.
     """
     limit = min(tokenizer.model_max_length, config.max_position_embeddings)
-    if not requested:
+    if requested is None:
         return min(limit, DEFAULT_MAX_SEQ_LENGTH)
     if requested > limit:
         raise ValueError(
@@ -70,8 +70,34 @@ def resolve_max_seq_length(requested: int | None, tokenizer: Any, config: Any) -
             f"leave it out for {min(limit, DEFAULT_MAX_SEQ_LENGTH)}."
         )
     if requested < 3:
-        raise ValueError(f"max_seq_length {requested} leaves no room for a sub-token beside [CLS] and [SEP]; give at least 3.")
+        raise ValueError(
+            f"max_seq_length {requested} leaves no room for a sub-token beside [CLS] and [SEP]; give at least 3, or "
+            f"leave it out for {min(limit, DEFAULT_MAX_SEQ_LENGTH)}."
+        )
     return requested
+
+
+def check_window_options(max_seq_length: int | None, stride: int | None) -> None:
+    """What an entry point can refuse of ``--max_seq_length`` and ``--stride`` before the model loads (the model's
+    limit is checked by ``resolve_max_seq_length``, the stride against the window by ``check_stride``)."""
+    if max_seq_length is not None and max_seq_length < 3:
+        raise ValueError(
+            f"--max_seq_length {max_seq_length} leaves no room for a sub-token beside [CLS] and [SEP]; give at least "
+            "3, or leave it out for the model's limit."
+        )
+    if stride is not None and stride < 0:
+        raise ValueError(f"--stride must be 0 or more, got {stride}.")
+
+
+def check_stride(stride: int | None, max_seq_length: int) -> None:
+    """Refuse a ``stride`` that windows of ``max_seq_length`` sub-tokens cannot have: neighbours share 0 to
+    ``max_seq_length - 3`` of their sub-tokens ([CLS] and [SEP] aside, each window moves on by at least one)."""
+    budget = max_seq_length - 2
+    if stride is not None and not 0 <= stride < budget:
+        raise ValueError(
+            f"stride {stride} does not fit windows of {max_seq_length} sub-tokens ({budget} beside [CLS] and [SEP]): "
+            f"give 0 to {budget - 1}, or leave it out for {budget // 4}."
+        )
 
 
 def plan_windows(length: int, budget: int, stride: int) -> list[tuple[int, int]]:

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from ner.alignment import check_window_options
 from ner.errors import DataFileError
+from ner.schemes import as_scored
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +176,9 @@ def _conll_records(path: str) -> Iterator[Record]:
     has_documents = False
     for sentence in read_conll(path, tags_optional=True):
         has_documents = has_documents or sentence.doc_start
-        yield Record(id=f"{path}:{sentence.line}", words=sentence.words, gold=sentence.tags,
+        # The gold column as run_ner.py writes it: IOB1's entities opened by I- read as B- (ner.schemes.as_scored).
+        gold = as_scored(sentence.tags) if sentence.tags is not None else None
+        yield Record(id=f"{path}:{sentence.line}", words=sentence.words, gold=gold,
                      document=sentence.document_id if has_documents else None, doc_start=sentence.doc_start)
 
 
@@ -309,9 +313,8 @@ def predict_file(
     return done
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command. From the shell (``argv`` None), bad input prints one ``error:`` line and exits 2;
-    called with ``argv`` (from Python), it raises, as the library does."""
+def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The command's parser, and its ``predict`` sub-command's."""
     parser = argparse.ArgumentParser(prog="python -m ner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="tag a file with a trained output folder")
@@ -333,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--stride", type=int, default=None, help="sub-tokens shared by neighbouring windows")
     predict.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     predict.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="precision: auto = bf16 (else fp16) on a GPU, float32 on a CPU; bfloat16 also on a CPU")
+    return parser, predict
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command. From the shell (``argv`` None), bad input prints one ``error:`` line and exits 2;
+    called with ``argv`` (from Python), it raises, as the library does."""
+    parser, predict = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if argv is not None:
@@ -344,12 +354,34 @@ def main(argv: list[str] | None = None) -> int:
         predict.exit(2, f"{predict.prog}: error: {error}\n")
 
 
+def check_predict_arguments(args: argparse.Namespace) -> None:
+    """Refuse what the command cannot do before the model loads and the work starts: a missing input, an output
+    that is a folder or lies in no folder, counts below 1."""
+    if os.path.isdir(args.input):
+        raise ValueError(f"--input {args.input}: a folder; give a file (one command per file).")
+    if not os.path.isfile(args.input):
+        raise FileNotFoundError(f"--input {args.input}: no such file")
+    if args.output != "-":
+        if os.path.isdir(args.output):
+            raise ValueError(f"--output {args.output}: a folder; give the path of the file to write.")
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(parent):
+            raise ValueError(f"--output {args.output}: no folder {parent} to write it in; make it first.")
+        if os.path.abspath(args.output) == os.path.abspath(args.input):
+            raise ValueError(f"--output {args.output} is the input file; give another path.")
+    if not os.path.isdir(args.model) and os.path.exists(args.model):
+        raise ValueError(f"--model {args.model}: a file; give the output folder of run_ner.py.")
+    for flag, value in (("--batch_size", args.batch_size), ("--chunk_size", args.chunk_size)):
+        if value < 1:
+            raise ValueError(f"{flag} must be 1 or more, got {value}.")
+    check_window_options(args.max_seq_length, args.stride)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from ner.inference import NerPredictor
     from ner.sharded import predict_to_file, process_state
 
-    if not os.path.isfile(args.input):
-        raise FileNotFoundError(f"--input {args.input}: no such file")
+    check_predict_arguments(args)
     # Decided before the model loads, so a file the command cannot read fails fast.
     input_format = detect_format(args.input, args.input_format, text_per_file=args.text_per_file)
     # Under `accelerate launch` each process tags its share of the chunks on its own device.

@@ -177,8 +177,14 @@ def given_head_settings(*arguments: Any) -> dict[str, Any]:
 
 
 def head_hyperparameters(config: NerBertConfig) -> dict[str, Any]:
-    """The head settings the model card lists (those declared ``on_card``), as ``config`` has them."""
-    return {name: getattr(config, name) for name, setting in HEAD_SETTINGS.items() if setting.metadata["on_card"]}
+    """The head settings the model card lists (those declared ``on_card``), as ``config`` has them; with a CRF not
+    ``decoding`` (the CRF decodes), without one not ``crf_token_loss``."""
+    unused = "decoding" if config.use_crf else "crf_token_loss"
+    return {
+        name: getattr(config, name)
+        for name, setting in HEAD_SETTINGS.items()
+        if setting.metadata["on_card"] and name != unused
+    }
 
 
 if IN_PACKAGE:

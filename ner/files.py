@@ -24,7 +24,7 @@ def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private; as open() would
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -42,3 +42,10 @@ def new_work_folder(parent: Path, name: str) -> Path:
     work = parent / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
     work.mkdir()
     return work
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back: Python has no other portable way)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,19 +38,20 @@ UPLOAD_IGNORE: list[str] = [
 ]
 # Files that quote dev/test sentences: word-per-line predictions, and the mistakes in context.
 EVAL_TEXT_PATTERNS: list[str] = ["*_predictions.txt", "*_mistakes.md", "*_mistakes.json"]
-SECRET_WORDS = ("token", "secret", "password", "api_key")
+SECRET_WORDS = ("token", "secret", "password", "key")  # whole words of a setting's name: hub_token, api_key
 SCAN_LIMIT_BYTES = 64 * 1024 * 1024  # larger files (weights) are not scanned for the token string
 
 
 def is_secret_key(key: str) -> bool:
-    """True for a setting whose value may be a credential: its name holds token, secret, password or api_key."""
-    return any(word in str(key).lower() for word in SECRET_WORDS)
+    """True for a setting whose value may be a credential: one of the words of its name (split at ``_``, ``-``
+    and ``.``) is token, secret, password or key (``hub_token``, ``api_key``); ``label_all_tokens`` is not."""
+    return any(word in SECRET_WORDS for word in re.split(r"[_.\-]", str(key).lower()))
 
 
 def drop_secrets(value: Any) -> Any:
     """A copy of ``value`` with every dict key that ``is_secret_key`` removed, at any depth.
 
-    Names, not values, decide, so harmless settings such as ``include_num_input_tokens_seen`` go too.
+    Names, not values, decide.
     """
     if isinstance(value, dict):
         return {key: drop_secrets(item) for key, item in value.items() if not is_secret_key(key)}

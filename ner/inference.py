@@ -21,9 +21,11 @@ import numpy as np
 import torch
 
 from ner.alignment import (
-    NO_POSITION, encode_sentences, require_fast_tokenizer, resolve_max_seq_length, word_sources, word_tags,
+    NO_POSITION, check_stride, encode_sentences, require_fast_tokenizer, resolve_max_seq_length, word_sources, word_tags,
 )
 from ner.schemes import entities
+from ner.staging import check_weights_files
+from ner.tokenizer import check_tokenizer_files
 from ner.spans import WORD  # the one word rule for raw text, training spans and prediction alike
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,12 @@ class NerPredictor:
 
         from ner.modeling import BertForNer
 
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number of inputs, 1 or more; got {batch_size!r}.")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._autocast_dtype(dtype)  # a wrong name is refused before the model loads
+        check_tokenizer_files(model_dir)
+        check_weights_files(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         require_fast_tokenizer(self.tokenizer, model_dir)
         self.model = BertForNer.from_pretrained(model_dir).to(self.device).eval()
@@ -82,6 +89,7 @@ class NerPredictor:
         self.scheme = config.tag_scheme
         self.batch_size = batch_size
         self.max_seq_length = resolve_max_seq_length(max_seq_length, self.tokenizer, config)
+        check_stride(stride, self.max_seq_length)
         self.stride = stride
         self.autocast = self._autocast_dtype(dtype)
 

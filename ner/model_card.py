@@ -45,7 +45,9 @@ class CardData:
 
     ``data_files`` maps each split the run used (``train``, ``validation``, ``test``) to its file or Hub
     dataset id; ``trained`` says whether this run fine-tuned the model (a predict-only run did not, and
-    its card says so). ``hyperparameters`` are listed as given, less any credential-like key.
+    its card says so). ``data_sizes`` maps each split to the sentences the run used and those its data held: fewer
+    used (``--max_*_samples``) makes the card say "the first N of M sentences" and the model-index split a slice
+    (``validation[:1000]``). ``hyperparameters`` are listed as given, less any credential-like key.
     ``model_name`` defaults to the output folder's name; give the Hub repository id when pushing, so the
     usage snippet names it. ``eval_text_on_hub`` says whether the files quoting evaluation sentences are
     uploaded (``--push_eval_text``).
@@ -59,6 +61,7 @@ class CardData:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     model_name: str | None = None
     eval_text_on_hub: bool = False
+    data_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (sentences used, sentences given)
 
 
 def is_hub_id(name: str) -> bool:
@@ -82,20 +85,38 @@ def _dataset_label(source: str | None) -> str:
     return parent or "custom"
 
 
-def _source(split: str, source: str | None) -> str:
-    """One split's data for the card's text: the split of a Hub dataset, or a local file and what it was for."""
+def _source(split: str, source: str | None, sizes: tuple[int, int] | None = None) -> str:
+    """One split's data for the card's text: the split of a Hub dataset, or a local file and what it was for, with
+    how many of its sentences the run used."""
     if not source:
         return f"{split} data (not recorded)"
     if is_hub_id(source):
-        return f"the `{split}` split of [{source}](https://huggingface.co/datasets/{source})"
-    return f"`{_display_name(source)}`" + ("" if split == TRAIN.name else f" ({split})")
+        text = f"the `{split}` split of [{source}](https://huggingface.co/datasets/{source})"
+    else:
+        text = f"`{_display_name(source)}`"
+    notes = [split] if split != TRAIN.name and not is_hub_id(source) else []
+    if sizes is not None and sizes[0] < sizes[1]:
+        text = f"the first {sizes[0]:,} of the {sizes[1]:,} sentences of {text}"
+    elif sizes is not None:
+        notes.append(f"{sizes[1]:,} sentences")
+    return text + (f" ({', '.join(notes)})" if notes else "")
 
 
-def model_index(model_name: str, data_files: dict[str, str], results: Results) -> list[dict[str, Any]]:
-    """``model-index`` metadata: one result per scored split (dev, test)."""
+def split_label(split: str, sizes: tuple[int, int] | None) -> str:
+    """The model-index split: its name, or a slice of it (``validation[:1000]``) when the run used only its start."""
+    if sizes is not None and sizes[0] < sizes[1]:
+        return f"{split}[:{sizes[0]}]"
+    return split
+
+
+def model_index(
+    model_name: str, data_files: dict[str, str], results: Results, data_sizes: dict[str, tuple[int, int]] | None = None
+) -> list[dict[str, Any]]:
+    """``model-index`` metadata: one result per scored split (dev, test), a subset named as a slice."""
     entries = []
     for scores in results.splits:
         label = _dataset_label(data_files.get(scores.split.name))
+        split = split_label(scores.split.name, (data_sizes or {}).get(scores.split.name))
         values = {**scores.overall, **{f"{name}_strict": value for name, value in scores.strict.items()}}
         metrics = [
             {"type": metric, "value": float(values[metric]), "name": name}
@@ -105,7 +126,7 @@ def model_index(model_name: str, data_files: dict[str, str], results: Results) -
         entries.append(
             {
                 "task": {"type": "token-classification", "name": "Named Entity Recognition"},
-                "dataset": {"name": label, "type": label, "split": scores.split.name},
+                "dataset": {"name": label, "type": label, "split": split},
                 "metrics": metrics,
             }
         )
@@ -122,7 +143,7 @@ def card_metadata(card: CardData, results: Results) -> dict[str, Any]:
         metadata["datasets"] = [train]
     metadata["tags"] = ["token-classification", "ner", "named-entity-recognition", card.scheme.lower()]
     metadata["metrics"] = ["f1", "precision", "recall", "accuracy"]
-    index = model_index(card.model_name, card.data_files, results)
+    index = model_index(card.model_name, card.data_files, results, card.data_sizes)
     if index:
         metadata["model-index"] = index
     return metadata
@@ -139,12 +160,20 @@ def _and(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def describe_data(base: str, data_files: dict[str, str], trained: bool) -> str:
-    """The card's first sentence: what the model was fine-tuned on, and what it was evaluated on."""
-    evaluated = [_source(split.name, data_files[split.name]) for split in SCORED_SPLITS if split.name in data_files]
+def describe_data(
+    base: str, data_files: dict[str, str], trained: bool, data_sizes: dict[str, tuple[int, int]] | None = None
+) -> str:
+    """The card's first sentence: what the model was fine-tuned on, and what it was evaluated on (with the number of
+    sentences each split had, and how many of them the run used when it used fewer)."""
+    sizes = data_sizes or {}
+    evaluated = [
+        _source(split.name, data_files[split.name], sizes.get(split.name))
+        for split in SCORED_SPLITS
+        if split.name in data_files
+    ]
     if trained:
         text = f"A named entity recognition (token classification) model fine-tuned from {base} on "
-        text += _source(TRAIN.name, data_files.get(TRAIN.name))
+        text += _source(TRAIN.name, data_files.get(TRAIN.name), sizes.get(TRAIN.name))
         return text + (f"; evaluated on {_and(evaluated)}." if evaluated else ".")
     text = "A named entity recognition (token classification) model"
     text += f", evaluated on {_and(evaluated)}" if evaluated else ""
@@ -176,7 +205,7 @@ def card_body(output_dir: Path, card: CardData, results: Results, plots: Sequenc
     lines = [
         f"# {model_name}",
         "",
-        describe_data(base, card.data_files, card.trained),
+        describe_data(base, card.data_files, card.trained, card.data_sizes),
         "",
         "## Labels",
         "",
@@ -261,8 +290,16 @@ def card_body(output_dir: Path, card: CardData, results: Results, plots: Sequenc
             f'ner("{example}")',
             "```",
             "",
-            'The model was trained on the first sub-token of each word, which `aggregation_strategy="first"` reads.',
         ]
+        if card.hyperparameters.get("label_all_tokens"):
+            lines.append(
+                "The model was trained on every sub-token of each word (`--label_all_tokens`: later pieces as `I-`), and "
+                'scored on the first, which `aggregation_strategy="first"` reads.'
+            )
+        else:
+            lines.append(
+                'The model was trained on the first sub-token of each word, which `aggregation_strategy="first"` reads.'
+            )
     if scheme not in ("IOB1", "IOB2") and not decoding:
         lines.append(
             f"The pipeline's grouping understands only `B-`/`I-` prefixes; with {scheme} labels use "

@@ -248,10 +248,21 @@ class BertForNer(BertPreTrainedModel):
         """``PreTrainedModel.save_pretrained``; for a head stock transformers cannot run exactly, also the code that
         runs it (``REMOTE_CODE_FILES``, named in config.json's ``auto_map``) for ``trust_remote_code=True``."""
         super().save_pretrained(save_directory, *args, **kwargs)
+        readable_as_umask_allows(save_directory)
         if not self.config.stock_compatible:
             here = os.path.dirname(os.path.abspath(__file__))
             for name in REMOTE_CODE_FILES:
                 shutil.copyfile(os.path.join(here, name), os.path.join(save_directory, name))
+
+
+def readable_as_umask_allows(folder: str | os.PathLike) -> None:
+    """Give the weights files in ``folder`` the permissions the umask allows, as any file written with ``open`` has:
+    safetensors writes them 0600, so another user could not read a model that config.json invites them to load."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in os.listdir(folder):
+        if name.endswith(".safetensors"):
+            os.chmod(os.path.join(folder, name), 0o666 & ~mask)
 
 
 def _word_starts(
@@ -342,6 +353,11 @@ def load_model(
             saved, announcement = new_head[name]
             logger.info("%s", announcement)
         settings[name] = head.get(name, saved)
+    if settings["use_crf"] and "decoding" in head:
+        raise ValueError(
+            f"--decoding {head['decoding']} does not go with a CRF, which decodes with Viterbi over its own transition "
+            "scores: leave out --decoding, or pass --use_crf false for a linear head that decodes that way."
+        )
     settings.update(
         num_labels=len(label_list),
         id2label=dict(enumerate(label_list)),

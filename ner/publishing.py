@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,41 @@ from ner.results import Results, SplitScores
 
 logger = logging.getLogger(__name__)
 
+# Listed after the learning rates, the training length and the warmup, which training_hyperparameters adds as given.
 HYPERPARAMETERS = (
-    "learning_rate", "head_learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "warmup_steps", "weight_decay", "lr_scheduler_type", "optim", "seed", "fp16", "bf16",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "optim", "seed",
+    "fp16", "bf16",
 )
+
+
+def plain_value(value: Any) -> Any:
+    """A setting as a person writes it: an enum's value (``linear``, not ``SchedulerType.LINEAR``)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def training_hyperparameters(training_args: Any, steps: int | None = None, epochs: float | None = None) -> dict[str, Any]:
+    """The card's training settings: learning rates, batch, the length that ended training (``max_steps`` when it
+    was given, else ``num_train_epochs``), the warmup as given (a ratio or steps), optimizer; plain values.
+
+    ``steps`` and ``epochs``, the optimizer steps and epochs the run really trained (the Trainer's state), are
+    listed as ``trained``.
+    """
+    values: dict[str, Any] = {"learning_rate": training_args.learning_rate}
+    if training_args.head_learning_rate is not None:
+        values["head_learning_rate"] = training_args.head_learning_rate
+    if training_args.max_steps is not None and training_args.max_steps > 0:
+        values["max_steps"] = training_args.max_steps
+    else:
+        values["num_train_epochs"] = training_args.num_train_epochs
+    if steps is not None:
+        values["trained"] = f"{steps} steps" + (f" ({epochs:.2f} epochs)" if epochs is not None else "")
+    if getattr(training_args, "warmup_ratio", None) is not None:
+        values["warmup_ratio"] = training_args.warmup_ratio
+    else:
+        values["warmup_steps"] = training_args.warmup_steps
+    for key in HYPERPARAMETERS:
+        values[key] = getattr(training_args, key)
+    return {key: plain_value(value) for key, value in values.items() if value is not None}
 
 
 def write_split_outputs(
@@ -83,11 +115,13 @@ def finish_output_dir(
     plots: list[str],
     push: bool,
     hub_token: str | None = None,
+    trained_for: tuple[int, float] | tuple[()] = (),
 ) -> None:
     """Training curves, ``training_args.json``, the model card; then the push when asked for.
 
     ``card.hyperparameters`` are the run's own settings; the card lists them after the training
-    hyperparameters of ``training_args`` (when the run trained), and takes its model name and
+    hyperparameters of ``training_args`` (when the run trained; ``trained_for``: the steps and epochs it
+    really trained), and takes its model name and
     ``eval_text_on_hub`` from ``training_args`` (``hub_model_id``, ``push_eval_text``). Files quoting
     dev/test sentences are pushed only with ``push_eval_text``.
     """
@@ -95,8 +129,7 @@ def finish_output_dir(
     curves = plot_training_curves(log_history, Path(output_dir) / "training_curves.png")
     plots = plots + ([curves.name] if curves else [])
     write_training_args_json(training_args, output_dir)
-    training = {key: getattr(training_args, key) for key in HYPERPARAMETERS} if card.trained else {}
-    training = {key: value for key, value in training.items() if value is not None}  # e.g. no head learning rate
+    training = training_hyperparameters(training_args, *trained_for) if card.trained else {}
     card = replace(
         card,
         hyperparameters=training | card.hyperparameters,

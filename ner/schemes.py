@@ -128,6 +128,14 @@ def to_iob2(tags: Sequence[str]) -> list[str]:
     return converted
 
 
+def as_scored(tags: Sequence[str]) -> list[str]:
+    """Gold tags as ``run_ner.py`` reads, scores and writes them: B/I/O tags in IOB2 (an entity opened by ``I-``, as
+    in IOB1, gets ``B-``: conlleval's reading); tags of other schemes (E-, S-, L-, U-) as they are."""
+    if all(split_tag(tag)[0] in ("B", "I", "O") for tag in tags):
+        return to_iob2(tags)
+    return list(tags)
+
+
 def build_label_list(tag_sequences: Iterable[Sequence[str]], scheme: str) -> list[str]:
     """``O`` first, then every entity type in sorted order with all of the scheme's prefixes.
 

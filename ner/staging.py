@@ -30,7 +30,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from ner.files import new_work_folder
+from ner.files import current_umask, new_work_folder
+from ner.tokenizer import TOKENIZER_FILES
 from ner.tf_checkpoint import checkpoint_prefix, checkpoints_in
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 RELEASE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 CONFIG_FILES = ("bert_config.json", "config.json")  # a release's own file first
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
 TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")  # staged with the vocabulary
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
@@ -133,6 +133,7 @@ def prepare_model_source(
         return ModelSource(model_name_or_path, tokenizer, config_name, user_name=model_name_or_path)  # a Hub name
     folder = path if path.is_dir() else path.parent
     if path.is_dir() and (path / "config.json").is_file() and _find(path, HF_WEIGHTS) and config_name is None:
+        check_weights_files(path, model_name_or_path)
         return ModelSource(str(path), tokenizer, None, user_name=model_name_or_path)  # a Hugging Face folder
     files = find_release_files(folder)
     config = Path(config_name) if config_name else files.config
@@ -214,6 +215,7 @@ def _stage(
             from safetensors.torch import save_file
 
             save_file({key: tensor.contiguous() for key, tensor in state.items()}, work / "model.safetensors", metadata={"format": "pt"})
+            os.chmod(work / "model.safetensors", 0o666 & ~current_umask())  # safetensors writes 0600
             if vocab is not None:
                 shutil.copy(vocab, work / vocab.name)
                 for name in TOKENIZER_SETTINGS:
@@ -286,14 +288,38 @@ def _unpack(archive: Path, destination: Path) -> dict[str, Path]:
     return found
 
 
+def check_weights_files(folder: str | os.PathLike, shown: str | None = None) -> None:
+    """Refuse a local folder whose ``*.safetensors`` weights cannot be read (a copy cut short, a damaged file), with
+    one line naming the file, before transformers reads it; ``shown``: the name the user gave for the folder."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(folder)
+    if not path.is_dir():
+        return
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(weights, framework="pt"):
+                pass
+        except SafetensorError as error:
+            name = Path(shown) / weights.name if shown else weights
+            raise ValueError(
+                f"{name}: not a readable safetensors file ({error}): it was cut short or damaged; copy it again "
+                "from where it came from (or train again)."
+            ) from None
+
+
 def load_state_dict(path: Path) -> dict[str, Any]:
     """Weights from safetensors, or from a PyTorch pickle with ``weights_only=True`` (no code runs)."""
     import torch
 
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(path)
+        try:
+            state = load_file(path)
+        except SafetensorError as error:
+            raise ValueError(f"{path}: not a readable safetensors file ({error}): it was cut short or damaged.") from None
     else:
         logger.warning(
             "%s is a pickle; reading it with weights_only=True (tensors only, no code runs). Prefer safetensors: "

@@ -52,6 +52,22 @@ def check_vocabulary(tokenizer: Any, vocab_size: int, name: str) -> None:
         )
 
 
+# What a folder needs for AutoTokenizer to have a vocabulary: without any of these, transformers 5 builds a
+# tokenizer of the special tokens alone, which turns every word into [UNK] without a word of warning.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+
+
+def check_tokenizer_files(folder: str | os.PathLike, shown: str | None = None) -> None:
+    """Refuse a local folder with no tokenizer vocabulary (``TOKENIZER_FILES``); a Hub name is left to transformers.
+    ``shown``: the name the user gave, for the message (default ``folder``)."""
+    path = Path(folder)
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"{shown or folder}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); copy them from the folder the "
+            "model was trained from (run_ner.py writes them into every output folder)."
+        )
+
+
 def sentencepiece_tokenizer(model_file: str | os.PathLike) -> Any:
     """A fast tokenizer from a SentencePiece model, with BERT's special tokens (added when missing)."""
     from tokenizers.processors import TemplateProcessing
@@ -110,6 +126,7 @@ def load_tokenizer(
         tokenizer = sentencepiece_tokenizer(name_or_path)
         rebuild = None
     else:
+        check_tokenizer_files(name_or_path, shown)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, **hub_kwargs)
         rebuild = lambda lower: AutoTokenizer.from_pretrained(name_or_path, use_fast=True, do_lower_case=lower, **hub_kwargs)  # noqa: E731
     if not getattr(tokenizer, "is_fast", False):

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
+from transformers.debug_utils import DebugOption
 from transformers.trainer_utils import EvalPrediction, IntervalStrategy
 from transformers.training_args import OptimizerNames
 
@@ -112,6 +113,22 @@ class NerTrainingArguments(TrainingArguments):
             "encoder is pretrained; the same warmup and decay apply. Default: --learning_rate for every parameter."
         },
     )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Resume training: 'last' for the newest complete checkpoint-N of this run in --output_dir, or the "
+            "path of a checkpoint folder. Without it, an --output_dir that holds checkpoints is refused (unless "
+            "--overwrite_output_dir)."
+        },
+    )
+    debug: str | list[DebugOption] = field(
+        default="",
+        metadata={
+            "help": "Alone (a bare --debug, or NER_DEBUG=1 in the environment): show the Python traceback of an error "
+            "instead of its one `error:` line. With a value: transformers' debug features ('underflow_overflow', "
+            "'tpu_metrics_debug')."
+        },
+    )
     push_eval_text: bool = field(
         default=False,
         metadata={
@@ -121,6 +138,9 @@ class NerTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be 1 or more, got {getattr(self, name)}.")
         if self.head_learning_rate is not None and self.head_learning_rate <= 0:
             raise ValueError(f"--head_learning_rate must be positive, got {self.head_learning_rate}.")
         self.learning_rate_given = self.learning_rate is not None  # else an entry point may choose (default_learning_rate)

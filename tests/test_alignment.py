@@ -189,7 +189,6 @@ class Config:
     [
         (None, 128, 128, 128),  # default: the model's limit...
         (None, 10**30, 1024, 512),  # ...at most 512 (a tokenizer without a limit says 1e30)
-        (0, 512, 514, 512),
         (64, 128, 128, 64),
         (1024, 10**30, 1024, 1024),  # an explicit window above 512 that the model takes is kept
         (128, 128, 256, 128),
@@ -206,6 +205,7 @@ def test_max_seq_length_rule(requested, model_max_length, positions, expected):
         (600, 10**30, 514, r"max_seq_length 600 is over the model's limit of 514 positions .*leave it out for 512"),
         (2, 128, 128, r"max_seq_length 2 leaves no room for a sub-token beside \[CLS\] and \[SEP\]; give at least 3"),
         (-5, 128, 128, r"max_seq_length -5 leaves no room"),
+        (0, 512, 514, r"max_seq_length 0 leaves no room .*leave it out for 512"),  # 0 is not "not given"
     ],
 )
 def test_max_seq_length_over_the_limit_is_refused(requested, model_max_length, positions, pattern):

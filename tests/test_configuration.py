@@ -46,4 +46,7 @@ def test_only_the_head_options_given_reach_load_model(options, given):
 def test_the_card_lists_the_head_settings_declared_for_it_in_order():
     config = NerBertConfig(head_layers=2, head_hidden_size=64, use_crf=True, context_size=8)
     hyperparameters = head_hyperparameters(config)
-    assert list(hyperparameters.items()) == [("head_layers", 2), ("use_crf", True), ("crf_token_loss", 0.25), ("decoding", "argmax"), ("context_size", 8)]
+    # With a CRF the card leaves out decoding (the CRF decodes); without one, the CRF's token-loss weight.
+    assert list(hyperparameters.items()) == [("head_layers", 2), ("use_crf", True), ("crf_token_loss", 0.25), ("context_size", 8)]
+    linear = head_hyperparameters(NerBertConfig(decoding="constrained"))
+    assert list(linear.items()) == [("head_layers", 1), ("use_crf", False), ("decoding", "constrained"), ("context_size", 0)]

@@ -167,7 +167,12 @@ def test_saved_head_settings_are_kept_when_only_predicting(tiny_bert, tmp_path):
     again = load_model(str(tmp_path), LABELS)
     assert again.config.head_layers == 2 and again.config.use_crf
     assert torch.equal(again.crf.transitions, trained.crf.transitions)
-    assert load_model(str(tmp_path), LABELS, head={"decoding": "constrained"}).config.decoding == "constrained"
+    # A CRF decodes with Viterbi: a --decoding given for it is refused, not listed silently beside it (issue 28).
+    for head in ({"decoding": "constrained"}, {"decoding": "argmax"}):
+        with pytest.raises(ValueError, match="--decoding .* does not go with a CRF.*--use_crf false"):
+            load_model(str(tmp_path), LABELS, head=head)
+    with pytest.raises(ValueError, match="--decoding constrained does not go with a CRF"):
+        load_model(str(tiny_bert), LABELS, head={"use_crf": True, "decoding": "constrained"})
 
 
 def test_crf_masks_survive_from_pretrained(tiny_bert):

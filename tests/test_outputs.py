@@ -185,12 +185,14 @@ def test_push_eval_text_uploads_predictions_and_reports(pushed_with_eval_text):
 def test_model_card_names_each_split_for_its_use(pushed, pushed_with_eval_text):
     trained, _, _, _ = pushed
     text = (trained / "README.md").read_text()
-    assert "on `data/train.txt`; evaluated on `data/dev.txt` (validation) and `data/test.txt` (test)." in text
+    assert ("on `data/train.txt` (200 sentences); evaluated on `data/dev.txt` (validation, 50 sentences) and "
+            "`data/test.txt` (test, 51 sentences).") in text
     assert "## Training hyperparameters" in text
 
     evaluated, _, _ = pushed_with_eval_text
     text = (evaluated / "README.md").read_text()
     assert "fine-tuned" not in text and "train.txt" not in text
-    assert "evaluated on `data/dev.txt` (validation) and `data/test.txt` (test). The model was not trained" in text
+    assert ("evaluated on `data/dev.txt` (validation, 50 sentences) and `data/test.txt` (test, 51 sentences). The model "
+            "was not trained") in text
     assert "datasets" not in card_header(evaluated)
     assert "## Training hyperparameters" not in text and "learning_rate" not in text
