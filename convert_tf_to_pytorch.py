@@ -17,6 +17,7 @@ as ``run_ner.py`` finds them.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,8 @@ def resolve_files(args: ConversionArguments, folder: str | None) -> tuple[str, s
             raise ValueError(f"{folder}: no vocab.txt in it (found: {release.found}); pass it with --vocab PATH.")
         vocab = release.vocab
     output = args.output_dir or (f"{str(Path(folder)).rstrip('/')}-pytorch" if folder is not None else None)
+    if output is not None and os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"--output_dir {output}: a file is there; give the path of a folder.")
     flags = {"--bert_config": config, "--vocab": vocab, "--output_dir": output}
     absent = [flag for flag, value in flags.items() if value is None]
     if absent:

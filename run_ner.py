@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import datasets
 import transformers
@@ -24,13 +24,14 @@ from ner.alignment import (
     check_stride, check_window_options, require_fast_tokenizer, resolve_max_seq_length, tokenize_splits,
 )
 from ner.checkpoints import resolve_checkpoint, start_run
-from ner.configuration import given_head_settings, head_argument, head_hyperparameters
+from ner.configuration import HEAD_SETTINGS, given_head_settings, head_argument, head_hyperparameters
+from ner.limits import Range, check_numbers
 from ner.model_card import CardData
 from ner.modeling import load_model
 from ner.publishing import finish_output_dir, write_split_outputs
 from ner.results import SCORED_SPLITS, SPLITS, Results, SplitScores
 from ner.schemes import check_predictable, prepare_tags
-from ner.staging import prepare_model_source
+from ner.staging import check_model_path, prepare_model_source
 from ner.tokenizer import check_vocabulary, load_tokenizer
 from ner.training import (
     SMALL_ENCODER_WIDTH, NerTrainingArguments, WordLevelMetrics, build_trainer, default_learning_rate, evaluate_split,
@@ -165,7 +166,16 @@ def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArgumen
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def check_arguments(data_args: DataArguments, training_args: NerTrainingArguments) -> None:
+# The head settings' declared ranges (ner.configuration.head_setting), checked on the command line before the data
+# are read (the model checks them again when it is built).
+HEAD_RANGES = {
+    name: Range(setting.metadata["minimum"], setting.metadata["maximum"])
+    for name, setting in HEAD_SETTINGS.items()
+    if setting.metadata["minimum"] is not None or setting.metadata["maximum"] is not None
+}
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: NerTrainingArguments) -> None:
     files = split_files(data_args)
     if data_args.dataset_name and files:
         raise ValueError("Give --dataset_name or --train_file/--validation_file/--test_file, not both.")
@@ -179,13 +189,16 @@ def check_arguments(data_args: DataArguments, training_args: NerTrainingArgument
     if data_args.label_list and not os.path.isfile(data_args.label_list):
         what = "a folder" if os.path.isdir(data_args.label_list) else "no such file"
         raise ValueError(f"--label_list {data_args.label_list}: {what}; give a file with one label per line.")
-    if os.path.exists(training_args.output_dir) and not os.path.isdir(training_args.output_dir):
-        raise ValueError(f"--output_dir {training_args.output_dir}: a file is there; give the path of a folder.")
-    for split in SPLITS:
-        limit = getattr(data_args, f"max_{split.prefix}_samples")
-        if limit is not None and limit < 1:
-            raise ValueError(f"--max_{split.prefix}_samples must be 1 or more, got {limit} (leave it out for all).")
+    folders = {"output_dir": training_args.output_dir, "logging_dir": getattr(training_args, "logging_dir", None),
+               "cache_dir": model_args.cache_dir, "data_cache_dir": data_args.data_cache_dir}
+    for name, folder in folders.items():
+        if folder and os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"--{name} {folder}: a file is there; give the path of a folder.")
+    for name in ("config_name", "tokenizer_name"):
+        check_model_path(f"--{name}", getattr(model_args, name))
     check_window_options(data_args.max_seq_length, data_args.stride)
+    numbers = {option.name: getattr(group, option.name) for group in (model_args, data_args) for option in fields(group)}
+    check_numbers(numbers, {**HEAD_RANGES, **{f"max_{split.prefix}_samples": Range(1) for split in SPLITS}})
     if not (training_args.do_train or training_args.do_eval_requested or training_args.do_predict):
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     if training_args.do_train and not (data_args.train_file or data_args.dataset_name):
@@ -288,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         logging.getLogger(name).setLevel(own_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
-    check_arguments(data_args, training_args)
+    check_arguments(model_args, data_args, training_args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and training_args.world_size == 1:
         raise ValueError(
             f"Launched as one of {os.environ['WORLD_SIZE']} processes, but this process trains alone (each would write "

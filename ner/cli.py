@@ -29,7 +29,9 @@ from typing import Any, TextIO
 
 from ner.alignment import check_window_options
 from ner.errors import DataFileError
+from ner.limits import check_numbers
 from ner.schemes import as_scored
+from ner.staging import check_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -371,6 +373,8 @@ def check_predict_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"--output {args.output} is the input file; give another path.")
     if not os.path.isdir(args.model) and os.path.exists(args.model):
         raise ValueError(f"--model {args.model}: a file; give the output folder of run_ner.py.")
+    check_model_path("--model", args.model)
+    check_numbers(vars(args), {})
     for flag, value in (("--batch_size", args.batch_size), ("--chunk_size", args.chunk_size)):
         if value < 1:
             raise ValueError(f"{flag} must be 1 or more, got {value}.")

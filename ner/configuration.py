@@ -14,6 +14,7 @@ there registers nothing: transformers finds it through config.json's ``auto_map`
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Iterable
 from dataclasses import Field, field, fields
 from typing import Any
@@ -28,11 +29,21 @@ DECODINGS = ("argmax", "constrained")
 
 
 def head_setting(
-    default: Any, help: str, *, choices: Iterable[str] = (), minimum: int | None = None, on_card: bool = False
+    default: Any,
+    help: str,
+    *,
+    choices: Iterable[str] = (),
+    minimum: float | None = None,
+    maximum: float | None = None,
+    on_card: bool = False,
 ) -> Any:
     """A ``NerBertConfig`` field that is a head setting: saved in config.json, kept when a fine-tuned model is
-    loaded again, offered on the command line with ``help``, listed on the model card when ``on_card``."""
-    metadata = {"head_setting": True, "help": help, "choices": tuple(choices), "minimum": minimum, "on_card": on_card}
+    loaded again, offered on the command line with ``help``, listed on the model card when ``on_card``; a number
+    from ``minimum`` to ``maximum`` when given."""
+    metadata = {
+        "head_setting": True, "help": help, "choices": tuple(choices), "minimum": minimum, "maximum": maximum,
+        "on_card": on_card,
+    }
     return field(default=default, metadata=metadata)
 
 
@@ -49,14 +60,20 @@ class NerBertConfig(BertConfig):
     model_type = "ner_bert"
 
     head_layers: int = head_setting(
-        1, "Classifier head depth: 1 = one linear layer (stock-compatible; the default); 2+ = MLP.", minimum=1, on_card=True
+        1,
+        "Classifier head depth: 1 = one linear layer (stock-compatible; the default); 2+ = MLP (at most 16).",
+        minimum=1,
+        maximum=16,
+        on_card=True,
     )
-    head_hidden_size: int | None = head_setting(None, "Width of the MLP head's hidden layers (default: encoder width).")
+    head_hidden_size: int | None = head_setting(
+        None, "Width of the MLP head's hidden layers (default: encoder width).", minimum=1, maximum=65536
+    )
     head_activation: str = head_setting(
         "gelu", "MLP head activation: gelu (default), relu or tanh.", choices=HEAD_ACTIVATIONS
     )
     classifier_dropout: float | int | None = head_setting(
-        None, "Dropout before (and inside) the head (default: the encoder's hidden dropout)."
+        None, "Dropout before (and inside) the head (default: the encoder's hidden dropout).", minimum=0, maximum=1
     )
     use_crf: bool = head_setting(
         False,
@@ -70,6 +87,7 @@ class NerBertConfig(BertConfig):
         "Weight of the token cross-entropy added to a CRF's loss (both summed per sentence): it trains the emissions to "
         "tag on their own too, which is what plain transformers reads from the folder (argmax, without the CRF). "
         "0 = the CRF's likelihood alone.",
+        minimum=0,
         on_card=True,
     )
     decoding: str = head_setting(
@@ -83,6 +101,7 @@ class NerBertConfig(BertConfig):
         0,
         "Sub-tokens of neighbouring sentences of the same -DOCSTART- document shown on each side of a sentence "
         "(not labelled; 0 = off, the default; a fine-tuned model keeps its own).",
+        minimum=0,
         on_card=True,
     )
     tag_scheme: str = "IOB2"
@@ -99,8 +118,14 @@ class NerBertConfig(BertConfig):
         """Refuses a head setting outside the values its field declares."""
         for setting in HEAD_SETTINGS.values():
             value, rules = getattr(self, setting.name), setting.metadata
-            if rules["minimum"] is not None and value < rules["minimum"]:
+            if value is None or isinstance(value, (bool, str)):
+                pass
+            elif not math.isfinite(value):
+                raise ValueError(f"{setting.name} must be a finite number, got {value}.")
+            elif rules["minimum"] is not None and value < rules["minimum"]:
                 raise ValueError(f"{setting.name} must be {rules['minimum']} or more, got {value}.")
+            elif rules["maximum"] is not None and value > rules["maximum"]:
+                raise ValueError(f"{setting.name} must be {rules['maximum']} or less, got {value}.")
             if rules["choices"] and value not in rules["choices"]:
                 raise ValueError(f"{setting.name} {value!r} is not one of {', '.join(rules['choices'])}.")
 

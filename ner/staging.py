@@ -117,6 +117,23 @@ def _fingerprint(*paths: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
+def looks_like_path(name: str) -> bool:
+    """True for a name that can only be a local path (``./x``, ``/x``, ``~/x``, ``a/b/c``), never a Hub id."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def check_model_path(flag: str, name: str | None) -> None:
+    """Refuse a ``--config_name``/``--tokenizer_name``/``--model`` that names a missing local path (transformers
+    would read it as a malformed Hub id), or an empty file."""
+    if not name:
+        return
+    if not os.path.exists(name):
+        if looks_like_path(name):
+            raise ValueError(f"{flag} {name}: no such file or folder.")
+    elif os.path.isfile(name) and os.path.getsize(name) == 0:
+        raise ValueError(f"{flag} {name}: an empty file.")
+
+
 def prepare_model_source(
     model_name_or_path: str,
     *,
@@ -128,7 +145,7 @@ def prepare_model_source(
     path = Path(model_name_or_path)
     tokenizer = tokenizer_name or model_name_or_path
     if not path.exists() and checkpoint_prefix(path) is None:
-        if model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1:
+        if looks_like_path(model_name_or_path):
             raise ValueError(f"--model_name_or_path {model_name_or_path}: no such file or folder.")
         return ModelSource(model_name_or_path, tokenizer, config_name, user_name=model_name_or_path)  # a Hub name
     folder = path if path.is_dir() else path.parent

@@ -125,6 +125,11 @@ def load_tokenizer(
     if str(name_or_path).endswith(".model") and os.path.isfile(name_or_path):
         tokenizer = sentencepiece_tokenizer(name_or_path)
         rebuild = None
+    elif os.path.isfile(name_or_path):
+        raise ValueError(
+            f"{shown}: a file that is not a SentencePiece .model; give the tokenizer's folder (tokenizer.json or "
+            "vocab.txt in it) or a .model file."
+        )
     else:
         check_tokenizer_files(name_or_path, shown)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, **hub_kwargs)

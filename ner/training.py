@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from transformers.trainer_utils import EvalPrediction, IntervalStrategy
 from transformers.training_args import OptimizerNames
 
 from ner.alignment import word_sources, word_tags
+from ner.limits import LARGEST_SEED, Range, check_numbers
 from ner.metrics import entity_scores
 
 logger = logging.getLogger(__name__)
@@ -138,11 +140,12 @@ class NerTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be 1 or more, got {getattr(self, name)}.")
-        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
-            raise ValueError(f"--head_learning_rate must be positive, got {self.head_learning_rate}.")
+        # Before transformers reads them: a bad number otherwise ends deep in the Trainer, after the data are read.
+        check_numbers({option.name: getattr(self, option.name) for option in fields(self)}, TRAINING_RANGES)
+        if self.dataloader_prefetch_factor is not None and not self.dataloader_num_workers:
+            raise ValueError("--dataloader_prefetch_factor is for loader processes: give --dataloader_num_workers 1 or more too.")
+        for name in ("deepspeed", "fsdp_config", "accelerator_config"):
+            check_settings_file(name, getattr(self, name))
         self.learning_rate_given = self.learning_rate is not None  # else an entry point may choose (default_learning_rate)
         if self.learning_rate is None:
             self.learning_rate = TrainingArguments.learning_rate
@@ -152,8 +155,6 @@ class NerTrainingArguments(TrainingArguments):
             self.dataloader_pin_memory = False  # nothing to pin for; avoids a warning per data loader
         fill_device_defaults(self, cuda)
         if self.pack_to_length is not None:
-            if self.pack_to_length < 1:
-                raise ValueError(f"--pack_to_length must be a positive number of sub-tokens, got {self.pack_to_length}.")
             if not self.pack_sequences:
                 raise ValueError("--pack_to_length packs training batches into fixed rows: leave out --pack_sequences false.")
             if self.train_sampling_strategy == "group_by_length":
@@ -166,12 +167,42 @@ class NerTrainingArguments(TrainingArguments):
         if self.warmup_ratio is None and not self.warmup_steps:
             self.warmup_ratio = DEFAULT_WARMUP_RATIO
         if self.warmup_ratio is not None:
-            if not 0 <= self.warmup_ratio < 1:
-                raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
             if self.warmup_steps:
                 raise ValueError("Give --warmup_ratio or --warmup_steps, not both.")
             self.warmup_steps = self.warmup_ratio
         super().__post_init__()
+
+
+UNIT = Range(0, 1, high_open=True)
+POSITIVE = Range(0, low_open=True)
+AT_LEAST_ONE = Range(1)
+NOT_NEGATIVE = Range(0)
+# The numeric options of NerTrainingArguments with a meaning outside which nothing sensible happens; every other
+# number is only checked to be finite and to fit 64 bits (ner.limits).
+TRAINING_RANGES = {
+    "per_device_train_batch_size": AT_LEAST_ONE, "per_device_eval_batch_size": AT_LEAST_ONE,
+    "gradient_accumulation_steps": AT_LEAST_ONE, "eval_accumulation_steps": AT_LEAST_ONE,
+    "learning_rate": NOT_NEGATIVE, "head_learning_rate": POSITIVE, "weight_decay": NOT_NEGATIVE,
+    "adam_beta1": UNIT, "adam_beta2": UNIT, "adam_epsilon": NOT_NEGATIVE, "max_grad_norm": NOT_NEGATIVE,
+    "num_train_epochs": POSITIVE, "max_steps": Range(1, also=(-1,)), "warmup_steps": NOT_NEGATIVE, "warmup_ratio": UNIT,
+    "label_smoothing_factor": UNIT, "neftune_noise_alpha": POSITIVE,
+    "logging_steps": POSITIVE, "eval_steps": POSITIVE, "save_steps": POSITIVE, "eval_delay": NOT_NEGATIVE,
+    "save_total_limit": AT_LEAST_ONE, "torch_empty_cache_steps": AT_LEAST_ONE,
+    "seed": Range(0, LARGEST_SEED), "data_seed": Range(0, LARGEST_SEED),
+    "dataloader_num_workers": Range(0, os.cpu_count() or 1), "dataloader_prefetch_factor": AT_LEAST_ONE,
+    "ddp_timeout": Range(1, 2**31 - 1), "ddp_bucket_cap_mb": AT_LEAST_ONE, "pack_to_length": AT_LEAST_ONE,
+}
+
+
+def check_settings_file(name: str, value: Any) -> None:
+    """``--deepspeed``, ``--fsdp_config``, ``--accelerator_config``: a JSON file (or inline JSON, or a dict from a
+    config file); refuse a path that is not a file, and DeepSpeed when it is not installed."""
+    if not isinstance(value, str) or not value or value.lstrip().startswith("{"):
+        return
+    if not os.path.isfile(value):
+        raise ValueError(f"--{name} {value}: {'a folder' if os.path.isdir(value) else 'no such file'}; give a JSON file.")
+    if name == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        raise ValueError("--deepspeed needs DeepSpeed: pip install deepspeed (or leave out --deepspeed).")
 
 
 SMALL_ENCODER_WIDTH = 384  # MiniLM's hidden size

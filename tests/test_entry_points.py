@@ -249,3 +249,56 @@ def test_predict_names_damaged_weights_and_missing_tokenizer_files(demo_model, t
 def test_converter_names_a_missing_release_folder(tmp_path, capsys):
     message = run_fails(convert_tf_to_pytorch.main, [str(tmp_path / "nope")], capsys, tmp_path / "nope-pytorch")
     assert message.startswith(f"{tmp_path / 'nope'}: no such folder.")
+
+
+# --- found by bench/fuzz_arguments.py ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--num_train_epochs", "inf"], r"^--num_train_epochs must be a finite number, got inf\.$"),
+        (["--num_train_epochs", "0"], r"^--num_train_epochs must be more than 0, got 0\.$"),
+        (["--max_steps", "0"], r"^--max_steps must be 1 or more, or -1, got 0\.$"),
+        (["--learning_rate", "nan"], r"^--learning_rate must be a finite number, got nan\.$"),
+        (["--adam_beta2", "1"], r"^--adam_beta2 must be from 0 to 1 \(1 excluded\), got 1\.$"),
+        (["--logging_steps", "-0.5"], r"^--logging_steps must be more than 0, got -0\.5\.$"),
+        (["--eval_accumulation_steps", "0"], r"^--eval_accumulation_steps must be 1 or more, got 0\.$"),
+        (["--data_seed", "99999999999999999999"], r"^--data_seed 99999999999999999999 is too large"),
+        (["--seed", "-1"], r"^--seed must be from 0 to 4294967295, got -1\.$"),
+        (["--dataloader_prefetch_factor", "2"], r"^--dataloader_prefetch_factor is for loader processes"),
+        (["--classifier_dropout", "nan"], r"^--classifier_dropout must be a finite number, got nan\.$"),
+        (["--head_layers", "99"], r"^--head_layers must be from 1 to 16, got 99\.$"),
+        (["--context_size", "-1"], r"^--context_size must be 0 or more, got -1\.$"),
+        (["--crf_token_loss", "-0.5"], r"^--crf_token_loss must be 0 or more, got -0\.5\.$"),
+        (["--deepspeed", "nope.json"], r"^--deepspeed nope\.json: no such file; give a JSON file\.$"),
+        (["--tokenizer_name", "/no/such/tokenizer"], r"^--tokenizer_name /no/such/tokenizer: no such file or folder\.$"),
+    ],
+)
+def test_run_ner_refuses_what_the_fuzzer_found(tiny_bert, tmp_path, capsys, extra, pattern):
+    message = run_fails(run_ner.main, run_args(tiny_bert, tmp_path / "out", *extra), capsys, tmp_path / "out")
+    assert re.search(pattern, message), message
+
+
+def test_run_ner_refuses_a_file_for_any_folder_and_a_plain_file_for_a_tokenizer(tiny_bert, tmp_path, capsys):
+    taken = tmp_path / "taken.bin"
+    taken.write_bytes(os.urandom(64))
+    for flag in ("--data_cache_dir", "--cache_dir"):
+        argv = run_args(tiny_bert, tmp_path / "out")
+        argv += [flag, str(taken)] if flag not in argv else []
+        if flag in argv[:-2]:
+            argv[argv.index(flag) + 1] = str(taken)
+        assert run_fails(run_ner.main, argv, capsys, tmp_path / "out") == f"{flag} {taken}: a file is there; give the path of a folder."
+    argv = run_args(tiny_bert, tmp_path / "out", "--tokenizer_name", str(taken))
+    assert "a file that is not a SentencePiece .model" in run_fails(run_ner.main, argv, capsys, tmp_path / "out")
+
+
+def test_predict_and_converter_name_missing_models_and_taken_outputs(tmp_path, capsys, no_model_load):
+    argv = ["predict", "--model", str(tmp_path / "nope"), "--input", str(DEMO_DATA / "test.txt")]
+    assert run_fails(cli.main, argv, capsys) == f"--model {tmp_path / 'nope'}: no such file or folder."
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    release = Path(__file__).resolve().parent / "fixtures" / "tf" / "uncased_L-2_H-8_A-2"
+    message = run_fails(convert_tf_to_pytorch.main, [str(release), "--output_dir", str(taken)], capsys)
+    assert message == f"--output_dir {taken}: a file is there; give the path of a folder."
+    assert taken.read_text() == "x"

@@ -281,7 +281,7 @@ def test_head_learning_rate_reaches_the_optimizer_and_the_card(tiny_bert, tmp_pa
         main(base_args(tiny_bert, out, "--do_train", "--max_steps", "2", "--save_strategy", "no", "--head_learning_rate", "0.02"))
     assert any(r.getMessage().startswith("Learning rate 0.02 for the head") for r in caplog.records)
     assert "head_learning_rate" in (out / "README.md").read_text()
-    with pytest.raises(ValueError, match="--head_learning_rate must be positive"):
+    with pytest.raises(ValueError, match="--head_learning_rate must be more than 0, got 0"):
         main(base_args(tiny_bert, tmp_path / "bad", "--do_train", "--head_learning_rate", "0"))
 
 
