@@ -13,7 +13,7 @@ Entry points and what is tried:
   files of 6 sentences, a model trained by the run_ner base command, a copy of ``tests/fixtures/tf/finetuned_ner``).
 - Every numeric option (argparse ``type`` int or float, or a function that turns "1" into a number), found by
   walking the parsers: -1, 0, -0.5, nan, inf, -inf, 1e309, abc, "" and 99999999999999999999, as ``--flag=VALUE``.
-- Every path option (`PATH_NAMES`, and names ending in `PATH_SUFFIXES`): a missing path, a folder where a file
+- Every path option (`PATH_NAMES`, and names ending in _file, _dir or _path): a missing path, a folder where a file
   is expected and a file where a folder is, an empty file, random bytes, a path under a missing folder for outputs.
 
 Cases whose value argparse refuses by its type run first (fast), then the others. Each case runs in a child
@@ -29,13 +29,15 @@ fresh interpreter instead. Classes:
 - ``bad``: anything else (a traceback, exit 1 or another status, several ``error:`` lines, other lines such as
   Python warnings before the error line, files left behind, too many processes started); ``reasons`` say which.
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python3 bench/fuzz_arguments.py         # all (about 20 min on 2 cores)
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python3 bench/fuzz_arguments.py         # all: 3 to 10 min on 2 cores
     python3 bench/fuzz_arguments.py --only predict,convert                          # some entry points
     python3 bench/fuzz_arguments.py --options learning_rate,output_dir --limit 10   # some options, first 10 cases
     python3 bench/fuzz_arguments.py --mode subprocess --timeout 180                 # a fresh interpreter per case
 
 Results: one JSON line per case in ``--out`` (default bench/fuzz_arguments.jsonl), paths under the temporary
-folder written as ``$TMP``; then a summary on stdout.
+folder written as ``$TMP``, with whether the error line names the option or the path (``names_option``, a
+heuristic) and what an accepted case warned about (``notes``); then a summary on stdout. Most of the time goes
+to the accepted cases (a whole run_ner run each, about 2 s) and to those killed at ``--timeout``.
 """
 
 from __future__ import annotations
@@ -65,9 +67,9 @@ PROGRAMS = {"run_ner": "run_ner.py", "predict": "python -m ner", "convert": "con
 
 NUMERIC_VALUES = ("-1", "0", "-0.5", "nan", "inf", "-inf", "1e309", "abc", "", "99999999999999999999")
 
-# Path options, chosen by reading the options' names and help. Left out on purpose: dataset_name (a Hub name),
-# token/hub_token/hub_model_id/run_name (not paths), lr_scheduler_kwargs/optim_args/*_kwargs (JSON strings).
-PATH_SUFFIXES = ("_file", "_dir", "_path")
+# Path options, chosen by reading the options' names and help: these, and names ending in a SUFFIX_KINDS key.
+# Left out on purpose: dataset_name (a Hub name), token/hub_token/hub_model_id/run_name (not paths),
+# lr_scheduler_kwargs/optim_args/*_kwargs (JSON strings).
 PATH_NAMES = frozenset({
     # run_ner.py
     "model_name_or_path", "config_name", "tokenizer_name", "label_list", "resume_from_checkpoint", "cache_dir",
@@ -78,12 +80,12 @@ PATH_NAMES = frozenset({
     "tf_checkpoint", "bert_config", "vocab", "folder",
 })
 # What a path option names: "file" (read), "dir" (a folder read), "either" (a file or a folder, read),
-# "out_dir" (a folder written), "out_file" (a file written). Others: "file", or by suffix (_dir: "out_dir").
+# "out_dir" (a folder written), "out_file" (a file written). By name, else by suffix, else "file".
 PATH_KINDS = {
     "model_name_or_path": "either", "config_name": "either", "tokenizer_name": "either", "tf_checkpoint": "either",
-    "resume_from_checkpoint": "dir", "model": "dir", "folder": "dir",
-    "output": "out_file", "_dir": "out_dir", "_path": "either",
+    "resume_from_checkpoint": "dir", "model": "dir", "folder": "dir", "output": "out_file",
 }
+SUFFIX_KINDS = {"_file": "file", "_dir": "out_dir", "_path": "either"}
 PATH_VARIANTS = {
     "file": ("missing", "directory", "empty file", "binary file"),
     "dir": ("missing", "text file", "empty directory", "binary file"),
@@ -101,7 +103,7 @@ CONTEXT: dict[str, dict[str, str | None]] = {
     "dataloader_prefetch_factor": {"--dataloader_num_workers": "1"},
 }
 MAX_PROCESSES = 8  # a case whose processes outnumber this is stopped (e.g. a huge --dataloader_num_workers)
-TAIL_LINES = 6  # stderr lines kept for cases that are not ok-error
+TAIL_LINES = 8  # stderr lines kept in the record of a bad or hung case
 
 LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d|\d{4}-\d\d-\d\d[ T][\d:,.]+) (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 PROGRESS_LINE = re.compile(r"\[\d\d:\d\d(:\d\d)?(<|,|\])|\d+%\|")  # tqdm
@@ -187,11 +189,10 @@ def is_numeric(action: argparse.Action) -> bool:
 
 def path_kind(name: str) -> str | None:
     """What the option ``name`` names (a key of PATH_VARIANTS), or None for an option that is not a path."""
-    if name not in PATH_NAMES and not name.endswith(PATH_SUFFIXES):
-        return None
     if name in PATH_KINDS:
         return PATH_KINDS[name]
-    return next((PATH_KINDS[s] for s in PATH_SUFFIXES if name.endswith(s) and s in PATH_KINDS), "file")
+    suffix = next((suffix for suffix in SUFFIX_KINDS if name.endswith(suffix)), None)
+    return SUFFIX_KINDS[suffix] if suffix else "file" if name in PATH_NAMES else None
 
 
 def parse_phase(action: argparse.Action, value: str) -> str:
@@ -257,7 +258,8 @@ def base_argv(entry: str, fx: Fixtures, out: Path) -> list[str]:
             "--report_to", "none", "--per_device_train_batch_size", "4",
         ]
     if entry == "predict":
-        return ["predict", "--model", str(fx.trained), "--input", str(fx.data["test"]), "--output", str(out / "pred.txt")]
+        return ["predict", "--model", str(fx.trained), "--input", str(fx.data["test"]),
+                "--output", str(out / "pred.txt")]
     return [str(fx.release), "--output_dir", str(out)]
 
 
@@ -281,9 +283,10 @@ def make_path(variant: str, folder: Path, suffix: str) -> Path:
     return path
 
 
-def case_argv(case: Case, fx: Fixtures, folder: Path) -> list[str]:
-    """The command line of ``case``: the base command writing to ``folder/out``, with the case's value."""
-    argv = base_argv(case.entry, fx, folder / "out")
+def case_argv(case: Case, fx: Fixtures, folder: Path) -> tuple[list[str], str | None]:
+    """The command line of ``case`` (the base command writing to ``folder/out``, with the case's value) and the
+    path it gives, if any."""
+    argv, path = base_argv(case.entry, fx, folder / "out"), None
     if case.entry == "predict":
         (folder / "out").mkdir()  # the base writes out/pred.txt
     if case.kind == "number":
@@ -292,12 +295,12 @@ def case_argv(case: Case, fx: Fixtures, folder: Path) -> list[str]:
         suffix = ".json" if "config" in case.option or case.option == "deepspeed" else ".txt"
         if case.kind in ("dir", "out_dir") or case.option == "tf_checkpoint":
             suffix = ""
-        value = str(make_path(case.value, folder, suffix))
+        value = path = str(make_path(case.value, folder, suffix))
     for flag, setting in CONTEXT.get(case.option, {}).items():
         argv = set_option(argv, flag, setting)
     if case.option == "folder":
-        return [value, *argv[1:]]
-    return set_option(argv, f"--{case.option}", value)
+        return [value, *argv[1:]], path
+    return set_option(argv, f"--{case.option}", value), path
 
 
 # --- running one case -----------------------------------------------------------------------------
@@ -350,7 +353,7 @@ def child_run(entry: str, argv: list[str], result_path: Path) -> None:
 
 
 def redirect_fds(stdout: Path, stderr: Path) -> None:
-    """Point file descriptors 0, 1 and 2 at /dev/null and the capture files (what C code and stale handlers write too)."""
+    """Point file descriptors 0, 1 and 2 at /dev/null and the capture files (where C code writes too)."""
     for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
                             (2, stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
         opened = os.open(path, flags)
@@ -375,25 +378,29 @@ def kill_group(pid: int) -> None:
         pass
 
 
-def supervise(pid: int, poll: Callable[[], int | None], timeout: float) -> tuple[int | None, bool, int]:
-    """Wait for the case; kill it past ``timeout`` or MAX_PROCESSES. (exit status, timed out, most processes)."""
-    deadline, most, pause = time.monotonic() + timeout, 0, 0.01
-    while (status := poll()) is None:
+def exited(pid: int) -> bool:
+    """Whether the case's process has ended; it is not reaped, so that its pid (its group's id) stays ours."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def supervise(pid: int, timeout: float) -> tuple[int | None, bool, int]:
+    """Wait for the case, killing it past ``timeout`` or MAX_PROCESSES: (exit status or None if killed, whether
+    killed for time, most processes it had at once)."""
+    deadline, most, pause, killed = time.monotonic() + timeout, 0, 0.01, False
+    while not exited(pid):
         most = max(most, count_processes(pid))
         if most > MAX_PROCESSES or time.monotonic() > deadline:
-            timed_out = most <= MAX_PROCESSES
-            kill_group(pid)
-            while (status := poll()) is None:
-                time.sleep(0.05)
-            return None, timed_out, most
+            killed = True
+            break
         time.sleep(pause)
         pause = min(pause * 2, 0.2)
-    kill_group(pid)  # whatever the case left running
-    return status, False, most
+    kill_group(pid)  # the case if it still runs, and whatever it left running
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return (None if killed else status), killed and most <= MAX_PROCESSES, most
 
 
-def fork_case(entry: str, argv: list[str], cwd: Path, capture: Path) -> tuple[int, Callable[[], int | None]]:
-    """Start the case in a child forked from this process; its pid and how to poll its exit status."""
+def fork_case(entry: str, argv: list[str], cwd: Path, capture: Path) -> int:
+    """Start the case in a child forked from this process (its own process group); its pid."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -412,36 +419,32 @@ def fork_case(entry: str, argv: list[str], cwd: Path, capture: Path) -> tuple[in
         os.setpgid(pid, pid)
     except (ProcessLookupError, PermissionError):
         pass
-
-    def poll() -> int | None:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        return os.waitstatus_to_exitcode(status) if done else None
-
-    return pid, poll
+    return pid
 
 
-def spawn_case(entry: str, argv: list[str], cwd: Path, capture: Path) -> tuple[int, Callable[[], int | None]]:
-    """Start the case in a fresh interpreter (``--mode subprocess``); its pid and how to poll its exit status."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", entry, str(capture / "result.json"), "--", *argv]
+def spawn_case(entry: str, argv: list[str], cwd: Path, capture: Path) -> int:
+    """Start the case in a fresh interpreter (``--mode subprocess``, its own process group); its pid."""
+    script = str(Path(__file__).resolve())
+    command = [sys.executable, script, "--child", entry, str(capture / "result.json"), "--", *argv]
     with open(capture / "stdout", "wb") as out, open(capture / "stderr", "wb") as err:
         process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                    start_new_session=True)
-    return process.pid, process.poll
+    process.returncode = 0  # `supervise` reaps it: keep Popen from polling a pid that is no longer its own
+    return process.pid
 
 
 def run_case(entry: str, argv: list[str], fx: Fixtures, mode: str, timeout: float) -> Outcome:
     """Run one command line of ``entry`` in a child process and collect how it ended."""
     capture = Path(tempfile.mkdtemp(dir=fx.root / "captures"))
     start = time.monotonic()
-    pid, poll = (fork_case if mode == "fork" else spawn_case)(entry, argv, fx.root / "cwd", capture)
-    status, timed_out, most = supervise(pid, poll, timeout)
+    pid = (fork_case if mode == "fork" else spawn_case)(entry, argv, fx.root / "cwd", capture)
+    status, timed_out, most = supervise(pid, timeout)
     seconds = time.monotonic() - start
     stderr = (capture / "stderr").read_text(errors="replace")
     result = json.loads((capture / "result.json").read_text()) if (capture / "result.json").is_file() else {}
     shutil.rmtree(capture)
-    rc = result.get("rc", status) if status is not None else None
-    if result and status not in (0, None):
-        rc = status  # the child died after writing its result
+    # The entry point's status, unless the child was killed (None) or ended otherwise (a signal: negative).
+    rc = result["rc"] if status == 0 and "rc" in result else status
     return Outcome(rc, stderr, result.get("traceback"), set(result.get("logged", [])), seconds, timed_out, most)
 
 
@@ -485,31 +488,59 @@ def stray_lines(lines: list[str], logged: set[str]) -> list[str]:
             and not LOG_LINE.match(line) and not PROGRESS_LINE.search(line)]
 
 
-def classify(outcome: Outcome, left: list[str]) -> tuple[str, list[str]]:
-    """The case's class (ok-error, accepted, hung, bad) and, unless ok-error or accepted, why."""
+def error_message(line: str) -> str | None:
+    """The ``error: ...`` message of ``line``: at its start, or right after an unfinished progress bar."""
+    if line.startswith("error: "):
+        return line
+    head, found, tail = line.partition("error: ")
+    return found + tail if found and PROGRESS_LINE.search(head) else None
+
+
+def exception_line(outcome: Outcome, lines: list[str]) -> str:
+    """The last line of the traceback: the exception and its message."""
+    trace = [line for line in (outcome.traceback or "").splitlines() if line.strip()]
+    return trace[-1] if trace else next((line for line in reversed(lines) if re.match(r"^[\w.]+: ", line)), "?")
+
+
+def classify(outcome: Outcome, lines: list[str], left: list[str]) -> tuple[str, list[str]]:
+    """The case's class (ok-error, accepted, hung, bad) and, for hung and bad, why."""
     if outcome.timed_out:
-        return "hung", [f"still running after {outcome.seconds:.0f} s"]
+        return "hung", [f"still running after {outcome.seconds:.0f} s (killed)"]
     if outcome.rc is None:
-        return "bad", [f"started {outcome.processes}+ processes (stopped)"]
-    reasons = []
-    if outcome.traceback or "Traceback (most recent call last)" in outcome.stderr:
-        reasons.append("traceback")
-    if outcome.rc == 0 and not reasons:
+        return "bad", [f"started {outcome.processes}+ processes (killed)"]
+    traced = outcome.traceback or "Traceback (most recent call last)" in outcome.stderr
+    if outcome.rc == 0 and not traced:
         return "accepted", []
+    reasons = [f"traceback ({exception_line(outcome, lines)[:160]})"] if traced else []
     if outcome.rc != 2:
         reasons.append(f"exit status {outcome.rc}")
-    lines = [line.rstrip() for line in outcome.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    if len(errors) != 1:
-        reasons.append(f"{len(errors)} lines start with 'error: '")
-    elif lines[-1] != errors[0]:
+    found = [number for number, line in enumerate(lines) if error_message(line)]
+    if not traced and len(found) != 1:
+        reasons.append(f"{len(found)} error lines")
+    elif not traced and found[0] != len(lines) - 1:
         reasons.append("lines after the error line")
-    before = lines[: lines.index(errors[-1])] if errors else lines
-    if stray := stray_lines(before, outcome.logged):
-        reasons.append(f"{len(stray)} non-logging lines before the error line: {stray[-1][:160]!r}")
+    if found and not lines[found[-1]].startswith("error: "):
+        reasons.append("the error line follows an unfinished progress bar on the same line")
+    stray = [] if traced else stray_lines(lines[: found[-1] if found else len(lines)], outcome.logged)
+    if stray:
+        reasons.append(f"{len(stray)} non-logging lines before the error line, the last: {stray[-1][:160]!r}")
     if left:
-        reasons.append(f"left behind: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}")
+        reasons.append(f"left behind: {', '.join(left[:4])}{' ...' if len(left) > 4 else ''}")
     return ("bad", reasons) if reasons else ("ok-error", [])
+
+
+def names_option(message: str | None, option: str, path: str | None) -> bool:
+    """Whether the error message names the option (``max_steps``, ``max-steps`` or "max steps") or the path given."""
+    if message is None:
+        return False
+    text = message.lower().replace("-", "_")
+    return option in text or option.replace("_", " ") in text.replace("_", " ") or bool(path and path in message)
+
+
+def notes(lines: list[str], logged: set[str]) -> list[str]:
+    """What an accepted case warned about: WARNING log lines and lines from outside logging (Python warnings)."""
+    stray = set(stray_lines(lines, logged))
+    return [line[:200] for line in lines if " WARNING " in line or line in stray][:3]
 
 
 # --- the campaign ---------------------------------------------------------------------------------
@@ -571,54 +602,81 @@ def build_fixtures(fx: Fixtures, mode: str, timeout: float) -> dict[str, float]:
 
 def shown(argv: list[str], fx: Fixtures) -> str:
     """``argv`` as a shell line, with the temporary folder written as $TMP."""
-    return " ".join(json.dumps(word) if not word or " " in word else word for word in argv).replace(str(fx.root), "$TMP")
+    words = (json.dumps(word) if not word or " " in word else word for word in argv)
+    return " ".join(words).replace(str(fx.root), "$TMP")
+
+
+def changes(argv: list[str], base: list[str]) -> str:
+    """What ``argv`` adds to the base command line, and what it leaves out of it."""
+    added = [word for word in argv if word not in base]
+    removed = [word for word in base if word not in argv]
+    return " ".join(added) + (f" (without {' '.join(removed)})" if removed else "")
 
 
 def run_one(case: Case, fx: Fixtures, mode: str, timeout: float) -> dict[str, Any]:
     """Run ``case`` in its own folder under cases/ and return its JSON record."""
     folder = Path(tempfile.mkdtemp(dir=fx.root / "cases"))
-    argv = case_argv(case, fx, folder)
+    argv, path = case_argv(case, fx, folder)
     skip = ("captures", "hf_home")
     before = snapshot(fx.root, skip)
     outcome = run_case(case.entry, argv, fx, mode, timeout)
     left = left_behind(before, snapshot(fx.root, skip)) if outcome.rc not in (0, None) else []  # None: killed
-    left = [path.replace(str(folder.relative_to(fx.root)), "CASE") for path in left]
-    verdict, reasons = classify(outcome, left)
+    left = [name.replace(str(folder.relative_to(fx.root)), "$CASE") for name in left]
     lines = [line.rstrip() for line in outcome.stderr.splitlines() if line.strip()]
+    verdict, reasons = classify(outcome, lines, left)
+    message = next((m for line in reversed(lines) if (m := error_message(line))), None)
+    local = [word.replace(str(folder), "$CASE") for word in argv]
+    base = base_argv(case.entry, fx, Path("$CASE/out"))
     shutil.rmtree(folder, ignore_errors=True)
     return {
         "entry": case.entry, "option": case.option, "value": case.value, "kind": case.kind, "phase": case.phase,
         "class": verdict, "reasons": reasons, "rc": outcome.rc, "seconds": round(outcome.seconds, 2),
-        "error_line": next((line for line in reversed(lines) if line.startswith("error: ")), None),
-        "stderr_tail": lines[-TAIL_LINES:] if verdict not in ("ok-error", "accepted") else [],
-        "left_behind": left, "argv": shown([word.replace(str(folder), "$CASE") for word in argv], fx),
+        "error_line": message and message.replace(str(folder), "$CASE").replace(str(fx.root), "$TMP"),
+        "names_option": names_option(message, case.option, path) if verdict in ("ok-error", "bad") else None,
+        "stderr_tail": lines[-TAIL_LINES:] if verdict in ("bad", "hung") else [],
+        "notes": notes(lines, outcome.logged) if verdict == "accepted" else [],
+        "left_behind": left, "changes": changes(local, base).replace(str(fx.root), "$TMP"),
+        "argv": shown(local, fx),
     }
 
 
-def summarize(records: list[dict[str, Any]], times: dict[str, float], seconds: float) -> None:
+def print_cases(title: str, records: list[dict[str, Any]], detail: Callable[[dict[str, Any]], list[str]]) -> None:
+    print(f"\n== {title}: {len(records)}")
+    for r in records:
+        print(f"- {r['entry']} --{r['option']} {r['value']!r}: {'; '.join(r['reasons'])}")
+        for line in detail(r):
+            print(f"    {line[:240]}")
+
+
+def command_and_tail(record: dict[str, Any]) -> list[str]:
+    return [f"BASE {record['changes']}", *(f"| {line}" for line in record["stderr_tail"][-3:])]
+
+
+def summarize(records: list[dict[str, Any]], times: dict[str, float], seconds: float, fx: Fixtures) -> None:
     """Counts per entry point and class; every bad, hung and left-behind case; the accepted values by option."""
-    print(f"\n== {len(records)} cases in {seconds / 60:.1f} min; base commands: "
-          + ", ".join(f"{entry} {t:.1f} s" for entry, t in times.items()))
+    print(f"\n== {len(records)} cases in {seconds / 60:.1f} min; base commands (BASE below):")
+    for entry, took in times.items():
+        print(f"   {entry} ({took:.1f} s): {shown(base_argv(entry, fx, Path('$CASE/out')), fx)}")
     counts = Counter((r["entry"], r["class"]) for r in records)
     classes = ("ok-error", "accepted", "bad", "hung")
-    print(f"{'entry':<10}" + "".join(f"{c:>10}" for c in classes) + f"{'left':>10}")
+    print(f"\n{'entry':<10}" + "".join(f"{c:>10}" for c in classes) + f"{'left':>10}{'unnamed':>10}")
     for entry in ENTRY_POINTS:
-        if any(r["entry"] == entry for r in records):
-            left = sum(bool(r["left_behind"]) for r in records if r["entry"] == entry)
-            print(f"{entry:<10}" + "".join(f"{counts[entry, c]:>10}" for c in classes) + f"{left:>10}")
-    for title, chosen in (("bad", lambda r: r["class"] == "bad"), ("hung", lambda r: r["class"] == "hung"),
-                          ("left behind", lambda r: bool(r["left_behind"]))):
-        picked = [r for r in records if chosen(r)]
-        print(f"\n== {title}: {len(picked)}")
-        for r in picked:
-            print(f"- {r['entry']} --{r['option']} {r['value']!r}: {'; '.join(r['reasons'])}\n    {r['argv']}")
-            for line in r["stderr_tail"] if title != "left behind" else r["left_behind"]:
-                print(f"    | {line[:300]}")
+        mine = [r for r in records if r["entry"] == entry]
+        if mine:
+            left = sum(bool(r["left_behind"]) for r in mine)
+            unnamed = sum(r["class"] == "ok-error" and not r["names_option"] for r in mine)
+            print(f"{entry:<10}" + "".join(f"{counts[entry, c]:>10}" for c in classes) + f"{left:>10}{unnamed:>10}")
+    print("(left: error cases that left files; unnamed: ok-error lines naming neither the option nor the path)")
+    print_cases("bad", [r for r in records if r["class"] == "bad"], command_and_tail)
+    print_cases("hung", [r for r in records if r["class"] == "hung"], command_and_tail)
+    print_cases("left behind", [r for r in records if r["left_behind"]], lambda r: [", ".join(r["left_behind"])])
+    unnamed = [r for r in records if r["class"] == "ok-error" and not r["names_option"]]
+    print_cases("ok-error lines naming neither the option nor the path", unnamed, lambda r: [r["error_line"]])
     accepted: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in records:
         if r["class"] == "accepted":
             accepted[r["entry"], r["option"]].append(repr(r["value"]))
-    print(f"\n== accepted: {sum(map(len, accepted.values()))} (judge whether each value is valid)")
+    print(f"\n== accepted: {sum(map(len, accepted.values()))} (judge whether each value is valid; warnings in 'notes')")
     for (entry, option), values in accepted.items():
         print(f"- {entry} --{option}: {', '.join(values)}")
 
@@ -679,7 +737,7 @@ def main() -> None:
                 out.flush()
                 print(f"[{number}/{len(cases)}] {record['class']:<9} {record['seconds']:6.1f} s  {case.entry} "
                       f"--{case.option} {case.value!r}", flush=True)
-        summarize(records, times, time.monotonic() - start)
+        summarize(records, times, time.monotonic() - start, fx)
     finally:
         if args.keep:
             print(f"kept {fx.root}")

@@ -65,10 +65,10 @@ def check_number(flag: str, value: Any, allowed: Range | None = None) -> None:
         return
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{flag} must be a finite number, got {value}.")
-    if isinstance(value, int) and abs(value) > LARGEST_INT:
-        raise ValueError(f"{flag} {value} is too large (at most {LARGEST_INT}).")
     if allowed is not None and not allowed.holds(value):
         raise ValueError(f"{flag} must be {allowed.describe()}, got {shown(value)}.")
+    if isinstance(value, int) and abs(value) > LARGEST_INT:
+        raise ValueError(f"{flag} {value} is too large (at most {LARGEST_INT}).")
 
 
 def check_numbers(values: Mapping[str, Any], ranges: Mapping[str, Range]) -> None:

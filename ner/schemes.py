@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ner.errors import DataFileError
+from ner.records import decode_utf8
 from ner.tag_rules import (  # the grammar lives there (it travels in model folders); read from here by the rest of ner
     IGNORE_INDEX, OUTSIDE, SCHEME_PREFIXES, SCHEME_RULES, SchemeRules, continuation_labels, join_tag, may_end, may_follow,
     may_start, split_tag, transition_tables,
@@ -151,19 +152,19 @@ def read_label_file(path: str | Path) -> list[str]:
     """A ``--label_list`` file: one label per line, in the order the model should use."""
     labels: list[str] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, raw in enumerate(handle, start=1):
-            label = raw.strip()
-            if not label:
-                continue
-            if not TAG_PATTERN.match(label):
-                raise DataFileError(
-                    path, number, f"label {label!r} is not 'O' or PREFIX-TYPE with PREFIX one of B, I, E, S, L, U."
-                )
-            if label in seen:
-                raise DataFileError(path, number, f"label {label!r} repeats line {seen[label]}; list each label once.")
-            seen[label] = number
-            labels.append(label)
+    text = decode_utf8(str(path), 1, Path(path).read_bytes().removeprefix(b"\xef\xbb\xbf"))
+    for number, raw in enumerate(text.splitlines(), start=1):
+        label = raw.strip()
+        if not label:
+            continue
+        if not TAG_PATTERN.match(label):
+            raise DataFileError(
+                path, number, f"label {label!r} is not 'O' or PREFIX-TYPE with PREFIX one of B, I, E, S, L, U."
+            )
+        if label in seen:
+            raise DataFileError(path, number, f"label {label!r} repeats line {seen[label]}; list each label once.")
+        seen[label] = number
+        labels.append(label)
     if OUTSIDE not in seen:
         raise DataFileError(path, None, "the label list has no 'O' label; add a line 'O'.")
     return labels

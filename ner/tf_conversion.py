@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ner.errors import DataFileError
+from ner.records import decode_utf8
 from ner.files import new_work_folder
 from ner.tf_checkpoint import OBJECT_GRAPH_KEY, TFCheckpoint, resolve_prefix
 from ner.tokenizer import name_says_case, vocabulary_casing
@@ -311,10 +312,12 @@ def read_label_names(path: str | os.PathLike, num_labels: int) -> list[str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"--label_list {path}: no such file; give a file with one label per line.")
+        what = "a folder" if path.is_dir() else "no such file"
+        raise ValueError(f"--label_list {path}: {what}; give a file with one label per line.")
     labels: list[str] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    text = decode_utf8(str(path), 1, path.read_bytes().removeprefix(b"\xef\xbb\xbf"))
+    for number, line in enumerate(text.splitlines(), start=1):
         label = line.strip()
         if not label:
             continue

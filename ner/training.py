@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -201,6 +202,11 @@ def check_settings_file(name: str, value: Any) -> None:
         return
     if not os.path.isfile(value):
         raise ValueError(f"--{name} {value}: {'a folder' if os.path.isdir(value) else 'no such file'}; give a JSON file.")
+    try:
+        with open(value, encoding="utf-8") as stream:
+            json.load(stream)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--{name} {value}: not a JSON file ({error}); give a JSON file.") from None
     if name == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
         raise ValueError("--deepspeed needs DeepSpeed: pip install deepspeed (or leave out --deepspeed).")
 

@@ -264,7 +264,8 @@ def test_converter_names_a_missing_release_folder(tmp_path, capsys):
         (["--adam_beta2", "1"], r"^--adam_beta2 must be from 0 to 1 \(1 excluded\), got 1\.$"),
         (["--logging_steps", "-0.5"], r"^--logging_steps must be more than 0, got -0\.5\.$"),
         (["--eval_accumulation_steps", "0"], r"^--eval_accumulation_steps must be 1 or more, got 0\.$"),
-        (["--data_seed", "99999999999999999999"], r"^--data_seed 99999999999999999999 is too large"),
+        (["--data_seed", "99999999999999999999"], r"^--data_seed must be from 0 to 4294967295, got 99999999999999999999\.$"),
+        (["--torch_empty_cache_steps", "99999999999999999999"], r"^--torch_empty_cache_steps 99999999999999999999 is too large"),
         (["--seed", "-1"], r"^--seed must be from 0 to 4294967295, got -1\.$"),
         (["--dataloader_prefetch_factor", "2"], r"^--dataloader_prefetch_factor is for loader processes"),
         (["--classifier_dropout", "nan"], r"^--classifier_dropout must be a finite number, got nan\.$"),
@@ -302,3 +303,14 @@ def test_predict_and_converter_name_missing_models_and_taken_outputs(tmp_path, c
     message = run_fails(convert_tf_to_pytorch.main, [str(release), "--output_dir", str(taken)], capsys)
     assert message == f"--output_dir {taken}: a file is there; give the path of a folder."
     assert taken.read_text() == "x"
+
+
+def test_unreadable_label_lists_and_settings_files_are_named(tiny_bert, tmp_path, capsys):
+    noise = tmp_path / "noise.txt"
+    noise.write_bytes(b"\xcd\xff\x00O\n")
+    argv = run_args(tiny_bert, tmp_path / "out", "--label_list", str(noise))
+    assert run_fails(run_ner.main, argv, capsys, tmp_path / "out").startswith(f"{noise}:1: the file is not UTF-8")
+    empty = tmp_path / "accelerate.json"
+    empty.write_text("")
+    argv = run_args(tiny_bert, tmp_path / "out", "--accelerator_config", str(empty))
+    assert run_fails(run_ner.main, argv, capsys, tmp_path / "out").startswith(f"--accelerator_config {empty}: not a JSON file")
