@@ -10,7 +10,7 @@
 The output folder (config.json, model.safetensors, tokenizer files, README.md) loads with
 ``from_pretrained`` and ``run_ner.py --model_name_or_path``. A fine-tuned checkpoint (BioBERT's run_ner,
 Google's run_classifier) becomes a ``BertForTokenClassification`` folder with its classifier. The work is
-done in ``ner.tf_conversion``; a release folder's files are found by ``ner.staging.find_release_files``,
+done in ``ner.sources.tf_conversion``; a release folder's files are found by ``ner.sources.staging.find_release_files``,
 as ``run_ner.py`` finds them.
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from ner.staging import find_release_files
-from ner.tf_checkpoint import TFCheckpoint
-from ner.tf_conversion import convert_tf_checkpoint
+from ner.sources.staging import find_release_files
+from ner.sources.tf_checkpoint import TFCheckpoint
+from ner.sources.tf_conversion import convert_tf_checkpoint
 
 
 @dataclass
@@ -81,7 +81,7 @@ def parse_arguments(argv: list[str] | None) -> tuple[ConversionArguments, str | 
 def resolve_files(args: ConversionArguments, folder: str | None) -> tuple[str, str | None, str | None, str | None]:
     """(checkpoint prefix, config, vocab, output folder) from the flags, and from the folder for what they leave out.
 
-    The folder's files are found as ``run_ner.py`` finds them (``ner.staging.find_release_files``); where it
+    The folder's files are found as ``run_ner.py`` finds them (``ner.sources.staging.find_release_files``); where it
     holds several checkpoints, TF's ``checkpoint`` file picks the newest.
     """
     if folder is None and args.tf_checkpoint is None:

@@ -20,20 +20,20 @@ import datasets
 import transformers
 from transformers import HfArgumentParser, set_seed
 
-from ner.alignment import (
+from ner.data.alignment import (
     check_stride, check_window_options, require_fast_tokenizer, resolve_max_seq_length, tokenize_splits,
 )
-from ner.checkpoints import resolve_checkpoint, start_run
-from ner.configuration import HEAD_SETTINGS, given_head_settings, head_argument, head_hyperparameters
+from ner.data.labels import check_predictable, prepare_tags, read_label_file
 from ner.limits import Range, check_numbers
-from ner.model_card import CardData
-from ner.modeling import load_model
-from ner.publishing import finish_output_dir, write_split_outputs
-from ner.results import SCORED_SPLITS, SPLITS, Results, SplitScores
-from ner.schemes import check_predictable, prepare_tags
-from ner.staging import check_model_path, prepare_model_source
-from ner.tokenizer import check_vocabulary, load_tokenizer
-from ner.training import (
+from ner.model.configuration import HEAD_SETTINGS, given_head_settings, head_argument, head_hyperparameters
+from ner.model.modeling import load_model
+from ner.outputs.model_card import CardData
+from ner.outputs.publishing import finish_output_dir, write_split_outputs
+from ner.outputs.results import SCORED_SPLITS, SPLITS, Results, SplitScores
+from ner.sources.staging import check_model_path, prepare_model_source
+from ner.sources.tokenizer import check_vocabulary, load_tokenizer
+from ner.training.checkpoints import resolve_checkpoint, start_run
+from ner.training.trainer import (
     SMALL_ENCODER_WIDTH, NerTrainingArguments, WordLevelMetrics, build_trainer, default_learning_rate, evaluate_split,
 )
 
@@ -65,7 +65,7 @@ class ModelArguments:
     token: str | None = field(
         default=None, metadata={"help": "Hub token for private models/datasets (default: the one `hf auth login` stored)."}
     )
-    # Head settings: help and defaults are declared on ner.configuration.NerBertConfig; None (False for a switch)
+    # Head settings: help and defaults are declared on ner.model.configuration.NerBertConfig; None (False for a switch)
     # is "not given", so that a fine-tuned model keeps its own.
     head_layers: int | None = head_argument("head_layers")
     head_hidden_size: int | None = head_argument("head_hidden_size")
@@ -166,7 +166,7 @@ def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArgumen
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-# The head settings' declared ranges (ner.configuration.head_setting), checked on the command line before the data
+# The head settings' declared ranges (ner.model.configuration.head_setting), checked on the command line before the data
 # are read (the model checks them again when it is built).
 HEAD_RANGES = {
     name: Range(setting.metadata["minimum"], setting.metadata["maximum"])
@@ -210,7 +210,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
 def read_data(data_args: DataArguments, model_args: ModelArguments):
     """Every given split as a DatasetDict of words/tags, and the file (or Hub name) each came from."""
     if data_args.dataset_name:
-        from ner.hub_datasets import load_hub_dataset
+        from ner.data.hub_datasets import load_hub_dataset
 
         raw = load_hub_dataset(
             data_args.dataset_name,
@@ -221,9 +221,8 @@ def read_data(data_args: DataArguments, model_args: ModelArguments):
             token=model_args.token,
         )
         return raw, {split: f"{data_args.dataset_name}[{split}]" for split in raw}
-    from ner.data_files import load_data_files
-    from ner.formats import file_format
-    from ner.schemes import read_label_file
+    from ner.data.loading import load_data_files
+    from ner.data.formats import file_format
 
     files = split_files(data_args)
     # The label list names integer tags, and is checked here so that a tag outside it is named at its own record.

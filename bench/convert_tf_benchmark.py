@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ner.tf_checkpoint import TABLE_MAGIC, crc32c, mask_crc  # noqa: E402
+from ner.sources.tf_checkpoint import TABLE_MAGIC, crc32c, mask_crc  # noqa: E402
 
 BERT_BASE = {
     "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "hidden_size": 768,
@@ -153,7 +153,7 @@ def write_checkpoint(prefix: str | os.PathLike, tensors: Iterable[tuple[str, np.
 # --- the benchmark -------------------------------------------------------------------------------
 
 def bert_shapes(config: dict, *, optimizer_slots: bool) -> dict[str, tuple[int, ...]]:
-    from ner.tf_conversion import RULES
+    from ner.sources.tf_conversion import RULES
 
     sizes = {**config, "num_labels": 0}
     shapes = {}
@@ -229,7 +229,7 @@ def machine() -> str:
 
 
 CONVERT = "import sys; from convert_tf_to_pytorch import main; sys.exit(main(sys.argv[1:]))"
-NUMPY_CRC = "import ner.tf_checkpoint as reader; reader.google_crc32c = None; " + CONVERT
+NUMPY_CRC = "import ner.sources.tf_checkpoint as reader; reader.google_crc32c = None; " + CONVERT
 IMPORTS = "import numpy, tqdm, google_crc32c; from transformers import BertConfig, BertTokenizerFast, HfArgumentParser"
 
 

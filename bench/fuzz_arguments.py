@@ -7,7 +7,7 @@ behind. A value that is valid may instead be accepted (exit 0); those cases are 
 
 Entry points and what is tried:
 
-- ``run_ner.py`` (``run_ner.main``), ``python -m ner predict`` (``ner.cli.main``) and
+- ``run_ner.py`` (``run_ner.main``), ``python -m ner predict`` (``ner.predict.cli.main``) and
   ``convert_tf_to_pytorch.py`` (``convert_tf_to_pytorch.main``), each through ``ner.errors.run_cli`` as from
   the shell, on a valid base command built on small fixtures in a temporary folder (a tiny random BERT, CoNLL
   files of 6 sentences, a model trained by the run_ner base command, a copy of ``tests/fixtures/tf/finetuned_ner``).
@@ -162,8 +162,8 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
 
     import convert_tf_to_pytorch
     import run_ner
-    from ner.cli import build_parser
-    from ner.training import NerTrainingArguments
+    from ner.predict.cli import build_parser
+    from ner.training.trainer import NerTrainingArguments
 
     convert = HfArgumentParser(convert_tf_to_pytorch.ConversionArguments)
     convert.add_argument("folder", nargs="?")
@@ -308,10 +308,10 @@ def case_argv(case: Case, fx: Fixtures, folder: Path) -> tuple[list[str], str | 
 
 def entry_main(entry: str) -> Callable[[list[str]], Any]:
     import convert_tf_to_pytorch
-    import ner.cli
+    import ner.predict.cli
     import run_ner
 
-    return {"run_ner": run_ner.main, "predict": ner.cli.main, "convert": convert_tf_to_pytorch.main}[entry]
+    return {"run_ner": run_ner.main, "predict": ner.predict.cli.main, "convert": convert_tf_to_pytorch.main}[entry]
 
 
 def tap_logging() -> list[str]:

@@ -32,11 +32,11 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
 
-from ner.alignment import encode_sentences  # noqa: E402
-from ner.conll import read_conll  # noqa: E402
-from ner.modeling import load_model  # noqa: E402
-from ner.schemes import build_label_list, to_iob2  # noqa: E402
-from ner.training import NerTrainingArguments, build_trainer  # noqa: E402
+from ner.data.alignment import encode_sentences  # noqa: E402
+from ner.data.conll import read_conll  # noqa: E402
+from ner.model.modeling import load_model  # noqa: E402
+from ner.data.schemes import build_label_list, to_iob2  # noqa: E402
+from ner.training.trainer import NerTrainingArguments, build_trainer  # noqa: E402
 
 DATA = Path(os.environ.get("NER_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")) / "conll2003" / "train.txt"
 HEADS = {"linear": {"use_crf": False}, "crf": {"use_crf": True}, "crf (word loop, the CPU's)": {"use_crf": True}}

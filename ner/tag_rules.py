@@ -1,7 +1,7 @@
 """The tag grammar: each scheme's prefixes, which tag may open, follow and close a sentence, and the ignore index.
 
 Pure Python, no imports from the rest of ``ner``: the CRF's tables are built from it inside a model folder
-loaded with ``trust_remote_code`` too (see ``ner.crf``). ``ner.schemes`` reads, converts and checks tags with it.
+loaded with ``trust_remote_code`` too (see ``ner.model.crf``). ``ner.data.schemes`` reads, converts and checks tags with it.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import BertTokenizerFast
 
-from ner.modeling import load_model
-from ner.schemes import IGNORE_INDEX
+from ner.model.modeling import load_model
+from ner.data.schemes import IGNORE_INDEX
 
 LABELS = ["O", "B-PER", "I-PER"]
 

@@ -87,7 +87,7 @@ def make_scaled_classifier_folder(tiny_bert: Path, folder: Path, labels: Sequenc
 
     import torch
 
-    from ner.modeling import load_model
+    from ner.model.modeling import load_model
 
     model = load_model(str(tiny_bert), list(labels), head=head)
     generator = torch.Generator().manual_seed(0)

@@ -3,11 +3,11 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from ner.alignment import (
+from ner.data.alignment import (
     encode_sentences, plan_windows, require_fast_tokenizer, resolve_max_seq_length, word_sources,
     word_tags,
 )
-from ner.schemes import IGNORE_INDEX, continuation_labels
+from ner.data.schemes import IGNORE_INDEX, continuation_labels
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}

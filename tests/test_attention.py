@@ -1,4 +1,4 @@
-"""Packed attention (ner/attention.py): the path chosen, and flex attention's document block mask equal to the 4D mask."""
+"""Packed attention (ner/training/attention.py): the path chosen, and flex attention's document block mask equal to the 4D mask."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from torch.nn.attention.flex_attention import BlockMask
 
 import batch_helpers
 from batch_helpers import LABELS, SENTENCES, features
-from ner.attention import FLEX_FORM, SDPA_OR_FLEX, choose_packed_attention, document_block_mask, enable_flex_packing, with_block_mask
-from ner.packing import PackingCollator, pack_rows
-from ner.modeling import load_model
+from ner.training.attention import FLEX_FORM, SDPA_OR_FLEX, choose_packed_attention, document_block_mask, enable_flex_packing, with_block_mask
+from ner.training.packing import PackingCollator, pack_rows
+from ner.model.modeling import load_model
 
 model_and_tokenizer = batch_helpers.model_and_tokenizer  # the module-scoped fixture: one model per test file
 
@@ -91,11 +91,11 @@ def test_choose_packed_attention_refuses(requested, device, message):
 def test_build_trainer_logs_the_packed_attention_path(model_and_tokenizer, tmp_path, caplog):
     import datasets
 
-    from ner.training import NerTrainingArguments, build_trainer
+    from ner.training.trainer import NerTrainingArguments, build_trainer
 
     model, tokenizer = model_and_tokenizer
     args = NerTrainingArguments(output_dir=str(tmp_path), report_to="none", eval_strategy="no", save_strategy="no")
-    with caplog.at_level("INFO", logger="ner.training"):
+    with caplog.at_level("INFO", logger="ner.training.trainer"):
         build_trainer(model, args, tokenizer, train_dataset=datasets.Dataset.from_list(features(tokenizer, SENTENCES)))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Training batches")]
     assert lines == [
@@ -108,18 +108,19 @@ def test_flex_path_through_the_trainer(tiny_bert, tmp_path, monkeypatch, caplog)
     """As on CUDA (the choice faked): the model switched, document ids collated, the BlockMask built in _prepare_inputs."""
     import datasets
 
-    import ner.attention
-    from ner.training import NerTrainingArguments, build_trainer
+    import ner.training.attention
+    import ner.training.trainer
+    from ner.training.trainer import NerTrainingArguments, build_trainer
 
     torch.manual_seed(0)
     model = load_model(str(tiny_bert), LABELS)
     tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
-    monkeypatch.setattr(ner.attention, "choose_packed_attention", lambda *args: "flex")
+    monkeypatch.setattr(ner.training.trainer, "choose_packed_attention", lambda *args: "flex")
     args = NerTrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=5, report_to="none", eval_strategy="no", save_strategy="no"
     )
     dataset = datasets.Dataset.from_list(features(tokenizer, SENTENCES))
-    with caplog.at_level("INFO", logger="ner.training"):
+    with caplog.at_level("INFO", logger="ner.training.trainer"):
         trainer = build_trainer(model, args, tokenizer, train_dataset=dataset)
     assert "attention: flex attention with a document block mask (attention dropout 0.1 not applied" in caplog.text
     assert model.config._attn_implementation == SDPA_OR_FLEX

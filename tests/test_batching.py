@@ -1,4 +1,4 @@
-"""The Trainer (ner/batching.py): length-sorted evaluation returns predictions in dataset order; training batches as chosen."""
+"""The Trainer (ner/training/batching.py): length-sorted evaluation returns predictions in dataset order; training batches as chosen."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from transformers import BertTokenizerFast, DataCollatorForTokenClassification
 
 import batch_helpers
 from batch_helpers import LABELS, SENTENCES, features, varied_features
-from ner.packing import PackingCollator
-from ner.modeling import load_model
-from ner.schemes import IGNORE_INDEX
+from ner.training.packing import PackingCollator
+from ner.model.modeling import load_model
+from ner.data.schemes import IGNORE_INDEX
 
 model_and_tokenizer = batch_helpers.model_and_tokenizer  # the module-scoped fixture: one model per test file
 
@@ -20,8 +20,8 @@ def test_sorted_evaluation_returns_predictions_in_dataset_order(model_and_tokeni
     import datasets
     import numpy as np
 
-    from ner.batching import BatchingTrainer
-    from ner.training import NerTrainingArguments, keep_predictions
+    from ner.training.batching import BatchingTrainer
+    from ner.training.trainer import NerTrainingArguments, keep_predictions
 
     model, tokenizer = model_and_tokenizer
     dataset = datasets.Dataset.from_list(features(tokenizer, SENTENCES * 3))
@@ -57,7 +57,7 @@ def test_sorted_evaluation_returns_predictions_in_dataset_order(model_and_tokeni
 def test_pack_sequences_flag_picks_the_training_collator(model_and_tokenizer, tmp_path, pack):
     import datasets
 
-    from ner.training import NerTrainingArguments, build_trainer
+    from ner.training.trainer import NerTrainingArguments, build_trainer
 
     model, tokenizer = model_and_tokenizer
     dataset = datasets.Dataset.from_list(features(tokenizer, SENTENCES))
@@ -74,7 +74,7 @@ def test_pack_sequences_flag_picks_the_training_collator(model_and_tokenizer, tm
 def test_static_batches_have_one_shape_and_train_every_token_once(model_and_tokenizer, tmp_path):
     import datasets
 
-    from ner.training import NerTrainingArguments, build_trainer
+    from ner.training.trainer import NerTrainingArguments, build_trainer
 
     model, tokenizer = model_and_tokenizer
     rows = varied_features(60)
@@ -105,7 +105,7 @@ def test_static_batches_have_one_shape_and_train_every_token_once(model_and_toke
 def test_training_with_static_shapes_runs_one_step_per_batch(tiny_bert, tmp_path):
     import datasets
 
-    from ner.training import NerTrainingArguments, build_trainer
+    from ner.training.trainer import NerTrainingArguments, build_trainer
 
     torch.manual_seed(0)
     model = load_model(str(tiny_bert), LABELS)
@@ -127,7 +127,7 @@ def test_resuming_mid_epoch_with_static_shapes_trains_the_batches_left(tiny_bert
     """The checkpoint's epoch and step select the same batches as the uninterrupted run: none lost, none twice."""
     import datasets
 
-    from ner.training import NerTrainingArguments, build_trainer
+    from ner.training.trainer import NerTrainingArguments, build_trainer
 
     tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
     rows = [dict(row, labels=[label if label == IGNORE_INDEX else label % len(LABELS) for label in row["labels"]])
@@ -165,9 +165,9 @@ def test_resuming_mid_epoch_with_static_shapes_trains_the_batches_left(tiny_bert
 
 
 def test_head_learning_rate_puts_the_head_in_groups_of_its_own(tiny_bert, tmp_path):
-    from ner.batching import BatchingTrainer
-    from ner.modeling import load_model
-    from ner.training import NerTrainingArguments
+    from ner.training.batching import BatchingTrainer
+    from ner.model.modeling import load_model
+    from ner.training.trainer import NerTrainingArguments
 
     model = load_model(str(tiny_bert), ["O", "B-PER", "I-PER"], head={"use_crf": True, "head_layers": 2})
     args = NerTrainingArguments(output_dir=str(tmp_path), learning_rate=5e-5, head_learning_rate=1e-3, use_cpu=True,

@@ -1,4 +1,4 @@
-"""``python -m ner predict`` (ner/cli.py): the input format, untagged CoNLL, documents for context, errors."""
+"""``python -m ner predict`` (ner/predict/cli.py): the input format, untagged CoNLL, documents for context, errors."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import PER_LOC_LABELS as LABELS
-from ner.cli import detect_format, main, predict_file
+from ner.predict.cli import main, predict_file
+from ner.predict.io import detect_format
 from ner.errors import DataFileError
-from ner.inference import NerPredictor
+from ner.predict.predictor import NerPredictor
 
 
 @pytest.fixture
@@ -97,8 +98,8 @@ def test_tagged_conll_keeps_its_gold(plain_model, tmp_path):
 )
 def test_conll_output_layout(gold, expected):
     """The exact bytes: ``word[<TAB>gold]<TAB>predicted``, a blank line after each sentence, -DOCSTART- kept."""
-    from ner.cli import Record, write_records
-    from ner.inference import Tagged
+    from ner.predict.io import Record, write_records
+    from ner.predict.predictor import Tagged
 
     records = [Record(id=1, words=["Maria", "said"], gold=gold[0], doc_start=True), Record(id=2, words=["x"], gold=gold[1])]
     tagged = [Tagged(["Maria", "said"], ["B-PER", "B-LOC"], [0.9, 0.8]), Tagged(["x"], ["O"], [1.0])]
@@ -132,7 +133,7 @@ SNIFFED = [
 @pytest.mark.parametrize(("text", "expected"), [s[1:] for s in SNIFFED], ids=[s[0] for s in SNIFFED])
 def test_format_of_a_txt_file_comes_from_its_content(tmp_path, caplog, text, expected):
     path = write(tmp_path, "data.txt", text)
-    with caplog.at_level(logging.INFO, logger="ner.cli"):
+    with caplog.at_level(logging.INFO, logger="ner.predict.io"):
         assert detect_format(str(path)) == expected
     assert f"{path}: reading as {expected}, from its content (" in caplog.text
 
@@ -177,9 +178,9 @@ def test_a_conll_2003_txt_file_is_tagged_as_conll(plain_model, tmp_path):
 
 
 def test_the_sniffer_reads_only_the_start_of_the_file(tmp_path, monkeypatch):
-    import ner.cli
+    import ner.predict.io
 
-    monkeypatch.setattr(ner.cli, "SNIFF_LINE_BYTES", 64)
+    monkeypatch.setattr(ner.predict.io, "SNIFF_LINE_BYTES", 64)
     huge = write(tmp_path, "big.txt", '{"text": "' + "word " * 1000 + '"}\n' + "not json\n")
     assert detect_format(str(huge)) == "jsonl"  # a long first line is judged by its start, the rest is not read
 

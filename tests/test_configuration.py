@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from transformers import HfArgumentParser
 
-from ner.configuration import HEAD_SETTINGS, NerBertConfig, given_head_settings, head_hyperparameters
+from ner.model.configuration import HEAD_SETTINGS, NerBertConfig, given_head_settings, head_hyperparameters
 from run_ner import DataArguments, ModelArguments
 
 HEAD = ["classifier_dropout", "head_layers", "head_hidden_size", "head_activation", "use_crf", "crf_token_loss", "decoding", "context_size"]

@@ -1,4 +1,4 @@
-"""Tests for ner/conll.py: the CoNLL reader, its error messages, and the cached datasets builder."""
+"""Tests for ner/data/conll.py: the CoNLL reader, its error messages, and the cached datasets builder."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ner import conll
-from ner.conll import FEATURES, Sentence, load_conll, read_conll
+from ner.data import conll
+from ner.data.conll import FEATURES, Sentence, load_conll, read_conll
 from ner.errors import DataFileError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -160,13 +160,13 @@ def test_without_docstart_everything_is_document_0(tmp_path: Path) -> None:
 def test_feff_inside_a_word_is_kept_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """WNUT-17's dev file has `Dubbz\\ufeff` tagged B-person: a standard corpus must read, word intact."""
     path = write(tmp_path, "-DOCSTART-\tO\n\nI\tO\nlike\tO\nDubbz\ufeff\tB-person\n\nx\u200by\tO\n")
-    with caplog.at_level(logging.INFO, logger="ner.conll"):
+    with caplog.at_level(logging.INFO, logger="ner.data.conll"):
         sentences = list(read_conll(path))
     assert sentences[0].words == ["I", "like", "Dubbz\ufeff"]
     assert sentences[0].words[2].encode() == b"Dubbz\xef\xbb\xbf"  # byte for byte
     assert sentences[0].tags == ["O", "O", "B-person"]
     assert sentences[1].words == ["x\u200by"]
-    lines = [r.getMessage() for r in caplog.records if r.name == "ner.conll"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ner.data.conll"]
     assert len(lines) == 1  # once per file, not once per word
     assert lines[0].startswith(f"{path}: 2 words hold invisible characters") and "the first on line 5" in lines[0]
 
@@ -175,7 +175,7 @@ def test_concatenated_files_keep_their_documents(tmp_path: Path, caplog: pytest.
     """`cat a.txt b.txt`, b.txt with a BOM: its -DOCSTART- still opens a document, no word holds the BOM."""
     part = b"\xef\xbb\xbf-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n\n"
     path = write(tmp_path, part + part)
-    with caplog.at_level(logging.INFO, logger="ner.conll"):
+    with caplog.at_level(logging.INFO, logger="ner.data.conll"):
         sentences = list(read_conll(path))
     assert [(s.words, s.document_id, s.doc_start) for s in sentences] == [(["EU"], 0, True), (["EU"], 1, True)]
     assert any("1 byte order marks (U+FEFF) before -DOCSTART- or on a blank line were ignored" in r.getMessage()
@@ -183,9 +183,9 @@ def test_concatenated_files_keep_their_documents(tmp_path: Path, caplog: pytest.
 
 
 def test_clean_file_logs_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="ner.conll"):
+    with caplog.at_level(logging.INFO, logger="ner.data.conll"):
         list(read_conll(write(tmp_path, "\ufeffZürich\xa0x\tB-LOC\n".encode())))  # a file BOM, a non-breaking space
-    assert [r for r in caplog.records if r.name == "ner.conll"] == []
+    assert [r for r in caplog.records if r.name == "ner.data.conll"] == []
 
 
 # --- files without tags (input to prediction) ----------------------------------------------------
@@ -361,9 +361,9 @@ def test_load_conll_splits_and_features(tmp_path: Path) -> None:
 
 def test_load_conll_logs_one_line_per_split(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     files = three_splits(tmp_path)
-    with caplog.at_level(logging.INFO, logger="ner.conll"):
+    with caplog.at_level(logging.INFO, logger="ner.data.conll"):
         load_conll(files, cache_dir=str(tmp_path / "cache"))
-    lines = [r.getMessage() for r in caplog.records if r.name == "ner.conll"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ner.data.conll"]
     assert lines == [
         f"train: {files['train']}: 2 sentences, 3 tokens, 1 documents",
         f"validation: {files['validation']}: 2 sentences, 3 tokens, 1 documents",

@@ -6,11 +6,11 @@ import re
 import pytest
 import torch
 
-from ner.crf import (
+from ner.model.crf import (
     CRF, FORBIDDEN_SCORE, NO_WORD, _loop_marginals, _scan_marginals, allowed_transitions, constrained_decode, gather_words,
     scatter_words, viterbi_decode, word_index_of,
 )
-from ner.schemes import transition_tables
+from ner.data.schemes import transition_tables
 
 LABELS = {
     "IOB2": ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"],
@@ -68,7 +68,7 @@ def test_allowed_transitions_untyped_labels():
     [*((labels, scheme) for scheme, labels in LABELS.items()), (["O", "B", "I"], "IOB2"), (["U-X", "O", "L-X", "I-X"], "BILOU"), ([], "IOBES")],
 )
 def test_allowed_transitions_are_the_scheme_tables(labels, scheme):
-    """The tensors are ``ner.schemes``' tables, entry for entry: the rules live there, crf only converts them."""
+    """The tensors are ``ner.data.schemes``' tables, entry for entry: the rules live there, crf only converts them."""
     tables = allowed_transitions(labels, scheme)
     assert [tuple(t.shape) for t in tables] == [(len(labels), len(labels)), (len(labels),), (len(labels),)]
     assert [t.tolist() for t in tables] == list(transition_tables(labels, scheme))

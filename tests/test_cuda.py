@@ -23,8 +23,8 @@ from transformers import BertTokenizerFast, DataCollatorForTokenClassification
 
 from conftest import REPO, TAGGER_MIN_F1, make_tiny_bert
 from batch_helpers import SENTENCES, features
-from ner.attention import PACKABLE_ATTENTION, SDPA_OR_FLEX
-from ner.schemes import IGNORE_INDEX
+from ner.training.attention import PACKABLE_ATTENTION, SDPA_OR_FLEX
+from ner.data.schemes import IGNORE_INDEX
 
 DEVICE = "cuda"
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -79,7 +79,7 @@ def short_run(tagger, out: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_mixed_precision_steps_train(tiny_bert, precision):
     """Optimizer steps under autocast: fp16 through the grad scaler, bf16 without; finite losses that go down."""
-    from ner.modeling import load_model
+    from ner.model.modeling import load_model
 
     needs_bf16(precision)
     torch.manual_seed(0)
@@ -164,8 +164,8 @@ def test_packed_batch_gives_the_padded_loss_and_gradients_on_cuda(tiny_bert, tmp
     """The training batch the Trainer packs on the GPU, as it hands it to the model (``_prepare_inputs``: on the device,
     a block mask built there for flex attention), gives the padded batch's loss and gradients: equal in float32,
     within bf16's rounding under bf16 autocast."""
-    from ner.modeling import load_model
-    from ner.training import NerTrainingArguments, build_trainer
+    from ner.model.modeling import load_model
+    from ner.training.trainer import NerTrainingArguments, build_trainer
 
     half = dtype == "bf16"
     if half:
@@ -219,8 +219,8 @@ def test_training_step_makes_no_host_sync_in_our_code(tiny_bert, head, packed):
     mode warns at each wait, from the Python line that caused it): padded rows, and packed ones read by word_index."""
     import warnings
 
-    from ner.modeling import load_model
-    from ner.packing import PackingCollator
+    from ner.model.modeling import load_model
+    from ner.training.packing import PackingCollator
 
     torch.manual_seed(0)
     model = load_model(str(tiny_bert), LABELS, head=head).to(DEVICE).train()
@@ -245,7 +245,7 @@ def test_training_step_makes_no_host_sync_in_our_code(tiny_bert, head, packed):
 def test_crf_model_trains_in_fp16_and_decodes_as_on_the_cpu(tiny_bert):
     """A CRF head on the GPU: float32 loss and Viterbi paths equal the CPU's; an fp16 step gives a float32 loss and
     finite gradients that reach the transitions."""
-    from ner.modeling import load_model
+    from ner.model.modeling import load_model
 
     torch.manual_seed(0)
     model = load_model(str(tiny_bert), LABELS, head={"use_crf": True}).eval()
@@ -277,14 +277,14 @@ def test_crf_model_trains_in_fp16_and_decodes_as_on_the_cpu(tiny_bert):
 @pytest.fixture(scope="module")
 def tagger_sentences(tagger):
     """Every sentence of the tagger's corpus (train, dev, test: about 1,300) with its gold tags."""
-    from ner.conll import read_conll
+    from ner.data.conll import read_conll
 
     return [s for split in ("train", "dev", "test") for s in read_conll(tagger.data / f"{split}.txt")]
 
 
 @pytest.fixture(scope="module")
 def float32_tags(tagger, tagger_sentences):
-    from ner.inference import NerPredictor
+    from ner.predict.predictor import NerPredictor
 
     predictor = NerPredictor(str(tagger.out), device=DEVICE, dtype="float32")
     assert predictor.autocast is None
@@ -294,8 +294,8 @@ def float32_tags(tagger, tagger_sentences):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_predictor_in_half_precision_tags_as_float32(tagger, tagger_sentences, float32_tags, dtype):
     """NerPredictor under fp16/bf16 autocast tags at least 99.9% of words as in float32, and float32 finds the entities."""
-    from ner.inference import NerPredictor
-    from ner.metrics import entity_scores
+    from ner.predict.predictor import NerPredictor
+    from ner.training.metrics import entity_scores
 
     needs_bf16("bf16" if dtype == "bfloat16" else "fp16")
     gold = [s.tags for s in tagger_sentences]
@@ -309,7 +309,7 @@ def test_predictor_in_half_precision_tags_as_float32(tagger, tagger_sentences, f
 
 
 def test_predictor_defaults_to_half_precision_on_cuda(tagger):
-    from ner.inference import NerPredictor
+    from ner.predict.predictor import NerPredictor
 
     predictor = NerPredictor(str(tagger.out))
     assert predictor.device.type == "cuda"
@@ -402,8 +402,8 @@ def test_packed_crf_on_cuda_gives_the_cpus_padded_loss_and_gradients(tiny_bert, 
     batch on the CPU: the same loss and gradients."""
     from test_packing import crf_features
 
-    from ner.modeling import load_model
-    from ner.packing import PackingCollator
+    from ner.model.modeling import load_model
+    from ner.training.packing import PackingCollator
 
     torch.manual_seed(0)
     model = load_model(str(tiny_bert), LABELS, head={"use_crf": True}).eval()

@@ -1,4 +1,4 @@
-"""Tests for ner/data_files.py: each split's file read in its format, the Arrow cache, and run_ner training on
+"""Tests for ner/data/loading.py: each split's file read in its format, the Arrow cache, and run_ner training on
 JSON-lines, JSON, CSV and span files."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import DEMO_DATA
-from ner import formats
-from ner.conll import FEATURES
-from ner.data_files import load_data_files
+from ner.data import formats
+from ner.data.conll import FEATURES
+from ner.data.loading import load_data_files
 from ner.errors import DataFileError
 from test_formats import EU, PETER, SPAN_FILES, SPAN_ROWS, TOKEN_FILES, jsonl, write
 
@@ -60,14 +60,14 @@ def test_conll_files_alone_load_as_before(tmp_path):
 
 
 def demo_sentences(name: str) -> list[tuple[list[str], list[str]]]:
-    from ner.conll import read_conll
+    from ner.data.conll import read_conll
 
     return [(s.words, s.tags) for s in read_conll(DEMO_DATA / name)][:40]
 
 
 def as_spans(words: list[str], tags: list[str]) -> dict:
     """A doccano record of a tagged sentence: the words joined by spaces, an entity per B-/I- run."""
-    from ner.schemes import entities
+    from ner.data.schemes import entities
 
     starts, position = [], 0
     for word in words:

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from conftest import DEMO_DATA, DEMO_LABELS, make_scaled_classifier_folder
-from ner.alignment import encode_sentences, tokenize_splits
-from ner.conll import read_conll
-from ner.crf import CRF, allowed_transitions, gather_words, scatter_words, word_index_of
+from ner.data.alignment import encode_sentences, tokenize_splits
+from ner.data.conll import read_conll
+from ner.model.crf import CRF, allowed_transitions, gather_words, scatter_words, word_index_of
 from ner.errors import DataFileError
-from ner.inference import NerPredictor
-from ner.modeling import BertForNer, load_model
-from ner.schemes import IGNORE_INDEX, continuation_labels, entities
+from ner.predict.predictor import NerPredictor
+from ner.model.modeling import BertForNer, load_model
+from ner.data.schemes import IGNORE_INDEX, continuation_labels, entities
 from run_ner import main
 
 
@@ -135,7 +135,7 @@ def test_scores_are_those_of_the_entities_the_predictor_returns(tagger, tmp_path
 
 @pytest.mark.integration
 def test_strict_scores_are_kept_beside_the_conlleval_ones(linear, tmp_path):
-    from ner.metrics import entity_scores
+    from ner.training.metrics import entity_scores
 
     results = predict_only(linear, DEMO_DATA / "test.txt", tmp_path / "out")
     predicted = predicted_column(tmp_path / "out" / "predict_predictions.txt")
@@ -285,8 +285,8 @@ def test_reloading_a_saved_model_does_not_warn_about_model_types(tiny_bert, line
     [({}, False), ({"head_layers": 2}, True), ({"decoding": "constrained"}, True), ({"use_crf": True}, True)],
 )
 def test_model_card_gives_the_decoding_that_was_scored_and_how_to_load_it(tmp_path, head, own_code):
-    from ner.model_card import CardData, write_model_card
-    from ner.results import Results
+    from ner.outputs.model_card import CardData, write_model_card
+    from ner.outputs.results import Results
 
     metrics = {"eval_f1": 0.5, "eval_number": 3}
     if "decoding" in head or "use_crf" in head:

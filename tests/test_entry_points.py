@@ -16,7 +16,7 @@ import yaml
 import convert_tf_to_pytorch
 import run_ner
 from conftest import DEMO_DATA
-from ner import cli
+from ner.predict import cli
 from ner.errors import run_cli
 
 
@@ -201,7 +201,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr("ner.inference.NerPredictor.__init__", refuse)
+    monkeypatch.setattr("ner.predict.predictor.NerPredictor.__init__", refuse)
 
 
 @pytest.mark.parametrize(
@@ -226,9 +226,10 @@ def test_predict_refuses_a_folder_as_output_before_the_work(demo_model, tmp_path
     argv = ["predict", "--model", str(demo_model), "--input", str(DEMO_DATA / "test.txt"), "--output", str(folder)]
     message = run_fails(cli.main, argv, capsys, tmp_path / "taken.parts")
     assert message == f"--output {folder}: a folder; give the path of the file to write."
-    nowhere = tmp_path / "missing" / "o.txt"
-    argv[-1] = str(nowhere)
-    assert "no folder" in run_fails(cli.main, argv, capsys, nowhere.parent)
+    (tmp_path / "plain").write_text("x")
+    argv[-1] = str(tmp_path / "plain" / "sub" / "o.txt")
+    message = run_fails(cli.main, argv, capsys, tmp_path / "plain.parts")
+    assert message == f"--output {argv[-1]}: {tmp_path / 'plain'} is a file, not a folder to write in."
 
 
 def test_predict_names_damaged_weights_and_missing_tokenizer_files(demo_model, tmp_path, capsys):

@@ -199,7 +199,7 @@ def test_run_ner_bad_input(tmp_path, capsys, no_debug):
 
 
 def test_ner_predict_bad_input(plain_model, tmp_path, capsys, no_debug):
-    from ner.cli import main
+    from ner.predict.cli import main
 
     bad = bad_predict_input(tmp_path, plain_model)
     assert_one_error_line(run_cli(main, bad.command), capsys.readouterr().err, bad)

@@ -1,4 +1,4 @@
-"""Tests for ner/formats.py (and ner/records.py under it): JSON, JSON-lines and CSV token files and span JSONL as
+"""Tests for ner/data/formats.py (and ner/data/records.py under it): JSON, JSON-lines and CSV token files and span JSONL as
 the reader's rows, every bad row named by path:line, and prediction written as spans that read back."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 
 from conftest import make_scaled_classifier_folder
 from ner.errors import DataFileError
-from ner.formats import read_rows
-from ner.spans import spans_of
+from ner.data.formats import read_rows
+from ner.data.spans import spans_of
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 
@@ -184,7 +184,7 @@ def jsonl(records: list[dict]) -> str:
 @pytest.mark.parametrize("tool", sorted(SPAN_FILES))
 def test_span_files_of_each_tool(tmp_path, tool, caplog):
     path = write(tmp_path, "spans.jsonl", jsonl(SPAN_FILES[tool]))
-    with caplog.at_level(logging.INFO, logger="ner.formats"):
+    with caplog.at_level(logging.INFO, logger="ner.data.formats"):
         assert rows(path) == SPAN_ROWS
     field = "spans" if tool == "prodigy" else "label"
     assert caplog.messages == [
@@ -232,8 +232,8 @@ def test_a_text_without_spans_field_is_told_apart(tmp_path):
 
 def test_prediction_written_as_spans_reads_back(tiny_bert, tmp_path, one_torch_thread):
     """--output_format spans: the input's fields kept, and the predicted entities read back as the same spans."""
-    from ner.cli import main
-    from ner.inference import NerPredictor
+    from ner.predict.cli import main
+    from ner.predict.predictor import NerPredictor
 
     model = make_scaled_classifier_folder(tiny_bert, tmp_path / "model", LABELS)
     records = [dict(r, meta={"n": i}) for i, r in enumerate(SPAN_FILES["doccano"])]

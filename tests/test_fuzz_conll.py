@@ -1,4 +1,4 @@
-"""Fuzzing ner/conll.py's reader with hypothesis: generated files, valid and malformed, byte by byte.
+"""Fuzzing ner/data/conll.py's reader with hypothesis: generated files, valid and malformed, byte by byte.
 
 The property: `read_conll` either returns sentences that round-trip exactly through `write_conll`
 (write, read back, same words, tags and documents; writing again gives the same bytes), or raises
@@ -36,7 +36,7 @@ os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gett
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ner.conll import read_conll, write_conll  # noqa: E402
+from ner.data.conll import read_conll, write_conll  # noqa: E402
 from ner.errors import DataFileError  # noqa: E402
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))  # beside MUTATIONS, which try each kind once
@@ -400,7 +400,7 @@ def test_write_conll_layout(tmp_path: Path) -> None:
     ],
 )
 def test_write_conll_refuses_what_would_not_read_back(tmp_path: Path, words, tags, delimiter, message) -> None:
-    from ner.conll import Sentence
+    from ner.data.conll import Sentence
 
     path = tmp_path / "out.txt"
     with pytest.raises(ValueError, match=message):
@@ -429,7 +429,7 @@ def test_second_byte_order_mark_at_the_start_keeps_the_document(tmp_path: Path) 
 @pytest.mark.parametrize("doc_start", [False, True])
 def test_words_holding_feff_round_trip(tmp_path: Path, words: list[str], delimiter: str, doc_start: bool) -> None:
     """`write_conll` writes such words, and `read_conll` reads its own output back unchanged."""
-    from ner.conll import Sentence
+    from ner.data.conll import Sentence
 
     path = tmp_path / "out.txt"
     sentences = [Sentence(words, ["B-person"] * len(words), 0, doc_start, 1), Sentence(words, ["O"] * len(words), 0, False, 9)]

@@ -8,7 +8,7 @@ import pytest
 from huggingface_hub import HfApi, RepoUrl
 from huggingface_hub.utils import filter_repo_objects
 
-from ner.hub import (
+from ner.outputs.hub import (
     EVAL_TEXT_PATTERNS,
     UPLOAD_IGNORE,
     drop_secrets,
@@ -148,7 +148,7 @@ def test_push_to_a_branch_and_with_extra_ignore_patterns(output_dir, fake_hub):
 
 
 def test_evaluation_sentences_stay_off_the_hub_unless_asked_for(output_dir, fake_hub, caplog):
-    with caplog.at_level(logging.INFO, logger="ner.hub"):
+    with caplog.at_level(logging.INFO, logger="ner.outputs.hub"):
         push_output_dir(output_dir, REPO_ID)
     assert not set(EVAL_TEXT) & set(fake_hub["uploaded"])
     assert all(b"Lopez" not in content for content in fake_hub["contents"].values())
@@ -177,9 +177,9 @@ def test_push_refuses_a_file_holding_the_token(output_dir, fake_hub):
 
 
 def test_push_checks_for_the_stored_login_token_too(output_dir, fake_hub, monkeypatch):
-    import huggingface_hub
+    import ner.outputs.hub
 
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: FAKE_TOKEN)
+    monkeypatch.setattr(ner.outputs.hub, "get_token", lambda: FAKE_TOKEN)
     (output_dir / "notes.txt").write_text(f"login with {FAKE_TOKEN}\n")
     with pytest.raises(ValueError, match=r"notes\.txt contains the Hub token"):
         push_output_dir(output_dir, REPO_ID)  # no token given: the upload would use the stored one

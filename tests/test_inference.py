@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from conftest import DEMO_DATA
-from ner.cli import main as cli_main
-from ner.cli import predict_file
-from ner.conll import read_conll
-from ner.alignment import NO_POSITION
-from ner.inference import NerPredictor, batch_arrays, split_words
+from ner.predict.cli import main as cli_main
+from ner.predict.cli import predict_file
+from ner.data.conll import read_conll
+from ner.data.alignment import NO_POSITION
+from ner.predict.predictor import NerPredictor, batch_arrays, split_words
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from ner.metrics import entity_scores
-from ner.schemes import entities
+from ner.training.metrics import entity_scores
+from ner.data.schemes import entities
 
 
 def test_iob2_scores_per_type_and_overall():

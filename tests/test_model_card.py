@@ -5,8 +5,8 @@ import json
 import pytest
 import yaml
 
-from ner.model_card import CardData, is_hub_id, write_model_card
-from ner.results import VALIDATION, Results, SplitScores
+from ner.outputs.model_card import CardData, is_hub_id, write_model_card
+from ner.outputs.results import VALIDATION, Results, SplitScores
 
 FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefSECRET"
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForTokenClassification
 
-from ner.configuration import NerBertConfig
-from ner.modeling import BertForNer, load_model
-from ner.schemes import IGNORE_INDEX
+from ner.model.configuration import NerBertConfig
+from ner.model.modeling import BertForNer, load_model
+from ner.data.schemes import IGNORE_INDEX
 
 LABELS = ["O", "B-PER", "I-PER"]
 
@@ -176,7 +176,7 @@ def test_saved_head_settings_are_kept_when_only_predicting(tiny_bert, tmp_path):
 
 
 def test_crf_masks_survive_from_pretrained(tiny_bert):
-    from ner.crf import allowed_transitions
+    from ner.model.crf import allowed_transitions
 
     for options, rules in (({"use_crf": True}, lambda m: m.crf.rules), ({"decoding": "constrained"}, lambda m: m.rules)):
         model = load_model(str(tiny_bert), LABELS, head=options)
@@ -214,14 +214,14 @@ def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_import_ner_leaves_torch_and_transformers_unimported():
-    result = run_python("import sys, ner, ner.schemes; print(sorted({'torch', 'transformers'} & set(sys.modules)))")
+    result = run_python("import sys, ner, ner.data.schemes; print(sorted({'torch', 'transformers'} & set(sys.modules)))")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
 AUTO_CLASSES_CHECK = """
 import sys
-import ner
+import ner.model
 from transformers import BertModel  # imports AutoConfig midway through the model code: the hardest order
 from transformers import AutoConfig, AutoModelForTokenClassification
 
@@ -230,7 +230,7 @@ print(type(AutoConfig.for_model("ner_bert")).__name__, type(AutoModelForTokenCla
 
 
 @pytest.mark.integration  # starts torch in a fresh process: about 6 s on 2 cores
-def test_import_ner_registers_the_auto_classes(tiny_bert, tmp_path):
+def test_import_ner_model_registers_the_auto_classes(tiny_bert, tmp_path):
     load_model(str(tiny_bert), LABELS, head={"head_layers": 2}).save_pretrained(tmp_path)
     result = run_python(AUTO_CLASSES_CHECK, str(tmp_path))
     assert result.returncode == 0, result.stderr

@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TAGGER_MIN_F1, Tagger, torch_threads
-from ner.conll import read_conll
+from ner.data.conll import read_conll
 from run_ner import main
 from tagger_data import SPLIT_SIZES
 
@@ -70,12 +70,12 @@ os.replace = recorded_replace
 sys.argv = sys.argv[2:]
 sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
 note("started", sys.argv[0])
-import ner.conll
-read_conll = ner.conll.read_conll
+import ner.data.conll
+read_conll = ner.data.conll.read_conll
 def recorded_read_conll(path, **kwargs):
     note("parsed", os.path.abspath(path))
     return read_conll(path, **kwargs)
-ner.conll.read_conll = recorded_read_conll
+ner.data.conll.read_conll = recorded_read_conll
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")  # ends with sys.exit(status)
 finally:

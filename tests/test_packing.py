@@ -1,4 +1,4 @@
-"""Packing (ner/packing.py): rows filled first-fit-decreasing, best-fit and next-fit; packed and static batches equal padded ones."""
+"""Packing (ner/training/packing.py): rows filled first-fit-decreasing, best-fit and next-fit; packed and static batches equal padded ones."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from transformers import DataCollatorForTokenClassification
 
 import batch_helpers
 from batch_helpers import LABELS, SENTENCES, features, varied_features
-from ner.packing import (
+from ner.training.packing import (
     PackingCollator,
     StaticPackingSampler,
     best_fit_rows,
@@ -17,8 +17,8 @@ from ner.packing import (
     pack_rows,
     packing_unsupported,
 )
-from ner.modeling import load_model
-from ner.schemes import IGNORE_INDEX
+from ner.model.modeling import load_model
+from ner.data.schemes import IGNORE_INDEX
 
 model_and_tokenizer = batch_helpers.model_and_tokenizer  # the module-scoped fixture: one model per test file
 
@@ -225,7 +225,7 @@ def test_pack_to_length_shorter_than_an_example_is_refused():
 
 
 def test_pack_to_length_needs_packing(tmp_path):
-    from ner.training import NerTrainingArguments
+    from ner.training.trainer import NerTrainingArguments
 
     with pytest.raises(ValueError, match="leave out --pack_sequences false"):
         NerTrainingArguments(output_dir=str(tmp_path), report_to="none", pack_sequences=False, pack_to_length=64)

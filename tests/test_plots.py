@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from ner.plots import curve_types, plot_confusion, plot_training_curves, plot_type_f1, type_f1_bars
-from ner.results import VALIDATION, SplitScores
+from ner.outputs.plots import curve_types, plot_confusion, plot_training_curves, plot_type_f1, type_f1_bars
+from ner.outputs.results import VALIDATION, SplitScores
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -18,7 +18,7 @@ METRICS = {
     "eval_LOC_f1": 0.6, "eval_LOC_precision": 0.7, "eval_LOC_recall": 0.5, "eval_LOC_number": 6,
     "eval_PER_f1": 0.8, "eval_PER_precision": 0.7, "eval_PER_recall": 0.9, "eval_PER_number": 7,
 }
-# What ner.metrics returns now: conlleval-compatible scores, and seqeval's strict ones beside them (overall only).
+# What ner.training.metrics returns now: conlleval-compatible scores, and seqeval's strict ones beside them (overall only).
 STRICT = {"eval_precision_strict": 0.7, "eval_recall_strict": 0.6, "eval_f1_strict": 0.65}
 LOG_HISTORY = [
     {"loss": 2.1, "learning_rate": 5e-5, "step": 5, "epoch": 0.5},

@@ -18,9 +18,9 @@ from typing import NamedTuple
 import pytest
 
 from conftest import make_tiny_bert, torch_threads
-from ner.conll import read_conll
-from ner.modeling import REMOTE_CODE_FILES
-from ner.publishing import REMOTE_TOKENIZER
+from ner.data.conll import read_conll
+from ner.model.modeling import REMOTE_CODE_FILES
+from ner.outputs.publishing import REMOTE_TOKENIZER
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +106,7 @@ def test_plain_transformers_reads_a_crf_folder_as_a_stock_classifier_over_its_em
     import torch
     from transformers import AutoTokenizer
 
-    from ner.modeling import BertForNer
+    from ner.model.modeling import BertForNer
 
     model = BertForNer.from_pretrained(crf_tagger.out).eval()
     inputs = AutoTokenizer.from_pretrained(crf_tagger.out)(["jordan said the deal was good ."], return_tensors="pt")
@@ -152,7 +152,7 @@ def test_trust_remote_code_pipeline_gives_the_entities_of_ner_predict(crf_tagger
 
 
 def test_an_mlp_folder_is_refused_by_plain_transformers_with_how_to_load_it(tiny_bert, tmp_path):
-    from ner.modeling import load_model
+    from ner.model.modeling import load_model
 
     folder = tmp_path / "mlp"
     load_model(str(tiny_bert), ["O", "B-PER", "I-PER"], head={"head_layers": 2}).save_pretrained(folder)

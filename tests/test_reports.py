@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from ner.metrics import entity_scores
-from ner.reports import entity_confusion, mark_entities, top_confusions, write_split_report
-from ner.results import TEST, VALIDATION, SplitScores
+from ner.training.metrics import entity_scores
+from ner.outputs.reports import entity_confusion, mark_entities, top_confusions, write_split_report
+from ner.outputs.results import TEST, VALIDATION, SplitScores
 
 TYPES = ("LOC", "ORG", "PER")
 

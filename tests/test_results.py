@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ner.results import SCORED_SPLITS, SPLITS, TEST, VALIDATION, Results, SplitScores
+from ner.outputs.results import SCORED_SPLITS, SPLITS, TEST, VALIDATION, Results, SplitScores
 
 
 def test_per_type_scores_read_prefixed_keys_and_types_with_underscores():

@@ -1,7 +1,7 @@
 """Kill and resume: a run killed with SIGKILL while writing a checkpoint, resumed with
 ``--resume_from_checkpoint last``, ends bitwise equal to an uninterrupted run with the same seed;
 ``last`` never picks a half-written checkpoint, nor one of an earlier run left in a folder reused with
-``--overwrite_output_dir`` (ner/checkpoints.py's ``resolve_checkpoint`` and run ids).
+``--overwrite_output_dir`` (ner/training/checkpoints.py's ``resolve_checkpoint`` and run ids).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import DEMO_DATA, REPO
-from ner.checkpoints import (
+from ner.training.checkpoints import (
     RUN_ID_FILE,
     RunStamp,
     checkpoint_run_id,
@@ -28,7 +28,7 @@ from ner.checkpoints import (
     resolve_checkpoint,
     start_run,
 )
-from ner.training import NerTrainingArguments
+from ner.training.trainer import NerTrainingArguments
 
 # Runs run_ner.py as __main__ after making the Trainer stop, at one step, in the middle of writing its
 # checkpoint: the model weights are written, the optimizer, scheduler, RNG and trainer state are not yet.
@@ -210,7 +210,7 @@ def test_last_never_picks_a_half_written_checkpoint(tmp_path, caplog, newer_file
     complete = make_checkpoint(out, 4)
     make_checkpoint(out, 8, files=newer_files)
     make_checkpoint(out, 12, files=newer_files)
-    with caplog.at_level("WARNING", logger="ner.checkpoints"):
+    with caplog.at_level("WARNING", logger="ner.training.checkpoints"):
         assert resolve_checkpoint(arguments(out, "last")) == str(complete)
     assert f"Skipping checkpoint-12: incomplete, {reason}" in caplog.text
     assert f"Skipping checkpoint-8: incomplete, {reason}" in caplog.text
@@ -272,7 +272,7 @@ def test_last_skips_checkpoints_of_another_run_and_names_them(tmp_path, caplog):
         stamp(make_checkpoint(out, step), "run-a")
     current = stamp(make_checkpoint(out, 2), "run-b")
     (out / RUN_ID_FILE).write_text("run-b\n")
-    with caplog.at_level("WARNING", logger="ner.checkpoints"):
+    with caplog.at_level("WARNING", logger="ner.training.checkpoints"):
         assert resolve_checkpoint(arguments(out, "last")) == str(current)
     for name in ("checkpoint-8", "checkpoint-4"):
         assert f"Skipping {name}: written by another run (run-a), not by run run-b of run_id.txt" in caplog.text
@@ -284,7 +284,7 @@ def test_last_skips_checkpoints_of_another_run_and_names_them(tmp_path, caplog):
 def test_unstamped_checkpoints_count_only_in_a_folder_without_run_id(tmp_path, caplog):
     out = tmp_path / "out"
     make_checkpoint(out, 8)  # an older version's checkpoint: no stamp
-    with caplog.at_level("WARNING", logger="ner.checkpoints"):
+    with caplog.at_level("WARNING", logger="ner.training.checkpoints"):
         assert resolve_checkpoint(arguments(out, "last")) == str(out / "checkpoint-8")
     assert "has no run_id.txt (an older version wrote it)" in caplog.text
     # A run of this version started in the folder since: the unstamped checkpoint is of an earlier run.

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_DATA
-from ner.conll import read_conll
+from ner.data.conll import read_conll
 from ner.errors import DataFileError
 from run_ner import main
 
@@ -79,7 +79,7 @@ def test_output_folder_reloads_in_stock_and_own_classes(demo_run):
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from ner.modeling import BertForNer
+    from ner.model.modeling import BertForNer
 
     out = demo_run.out
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -286,8 +286,8 @@ def test_head_learning_rate_reaches_the_optimizer_and_the_card(tiny_bert, tmp_pa
 
 
 def test_default_learning_rate_follows_the_measured_rule():
-    from ner.configuration import NerBertConfig
-    from ner.training import default_learning_rate
+    from ner.model.configuration import NerBertConfig
+    from ner.training.trainer import default_learning_rate
 
     assert default_learning_rate(NerBertConfig(hidden_size=384, num_attention_heads=12, use_crf=True)) == 1e-4
     assert default_learning_rate(NerBertConfig(hidden_size=768, use_crf=True)) is None  # not measured: 5e-5

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from ner.conll import read_conll
+from ner.data.conll import read_conll
+from ner.data.labels import read_label_file
 from ner.errors import DataFileError
-from ner.schemes import (
+from ner.data.schemes import (
     IGNORE_INDEX,
     build_label_list,
     detect_scheme,
     may_end,
     may_follow,
     may_start,
-    read_label_file,
     split_tag,
     to_iob2,
     transition_tables,
@@ -184,16 +184,16 @@ def test_transition_tables_refuse_wrong_scheme(labels, scheme, message):
 
 
 def test_ignore_index_is_defined_once_in_tag_rules():
-    """-100 is stated in ``ner.tag_rules`` only (``ner.schemes`` hands it on), and alignment (tags to sub-token labels) needs neither torch nor the model for it."""
+    """-100 is stated in ``ner.tag_rules`` only (``ner.data.schemes`` hands it on), and alignment (tags to sub-token labels) needs neither torch nor the model for it."""
     package = Path(__file__).resolve().parent.parent / "ner"
     defined_in = sorted(
         path.name
-        for path in package.glob("*.py")
+        for path in package.rglob("*.py")
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "IGNORE_INDEX" for target in node.targets)
     )
     assert defined_in == ["tag_rules.py"] and IGNORE_INDEX == -100
-    tree = ast.parse((package / "alignment.py").read_text(encoding="utf-8"))
+    tree = ast.parse((package / "data" / "alignment.py").read_text(encoding="utf-8"))
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert not imported & {"torch", "ner.modeling"}, imported
+    assert not imported & {"torch", "ner.model.modeling"}, imported

@@ -1,4 +1,4 @@
-"""Prediction spread over processes and resumable (ner/sharded.py): the chunks each process tags, the merge in
+"""Prediction spread over processes and resumable (ner/predict/sharded.py): the chunks each process tags, the merge in
 chunk order, resuming after a crash or ``kill -9``, refusing other settings, and 2 processes over gloo.
 
 The reference everywhere is ``predict_file`` writing to a string in one process: the stream the command
@@ -26,9 +26,10 @@ import psutil
 import pytest
 
 from conftest import REPO, WORDS, torch_threads
-from ner.cli import main, predict_file, read_records
-from ner.inference import NerPredictor
-from ner.sharded import MANIFEST, MERGED, PROGRESS, Merger, deal, estimate_inputs, input_chunks, part_name, work_folder
+from ner.predict.cli import main, predict_file
+from ner.predict.io import read_records
+from ner.predict.predictor import NerPredictor
+from ner.predict.sharded import MANIFEST, MERGED, PROGRESS, Merger, deal, estimate_inputs, input_chunks, part_name, work_folder
 
 CHUNK = 8
 TIMEOUT_S = 120  # a deadlocked rank fails the test instead of hanging CI
@@ -42,12 +43,12 @@ SLOW = """
 import os, runpy, sys, time
 delay = float(os.environ.get("NER_TEST_CHUNK_DELAY", "0"))
 if delay:
-    import ner.inference
-    tag = ner.inference.NerPredictor.tag
+    import ner.predict.predictor
+    tag = ner.predict.predictor.NerPredictor.tag
     def slow(self, *args, **kwargs):
         time.sleep(delay)
         return tag(self, *args, **kwargs)
-    ner.inference.NerPredictor.tag = slow
+    ner.predict.predictor.NerPredictor.tag = slow
 sys.argv = ["ner", *sys.argv[1:]]
 runpy.run_module("ner", run_name="__main__")
 """
@@ -216,7 +217,7 @@ def test_a_stopped_run_resumes_without_tagging_finished_chunks_again(models, cor
     assert not output.exists()
     folder = work_folder(output)
     assert json.loads((folder / PROGRESS).read_text())["chunks"] == 5 and (folder / MANIFEST).exists()
-    caplog.set_level(logging.INFO, logger="ner.sharded")
+    caplog.set_level(logging.INFO, logger="ner.predict.sharded")
     main(command(models["plain"], corpus, output))
     total = -(-sum(1 for _ in read_records(str(corpus), "conll")) // CHUNK)
     assert tallies(caplog.text) == {0: (1, total - 5, tallies(caplog.text)[0][2], 5)}
@@ -256,10 +257,10 @@ def test_settings_may_change_while_nothing_is_tagged_yet(models, tmp_path, one_t
 
 
 def test_one_process_leaves_accelerate_alone_and_several_refuse_stdout_and_one_gpu(monkeypatch):
-    import accelerate
     import torch
 
-    from ner.sharded import OneProcess, process_state
+    import ner.predict.sharded
+    from ner.predict.sharded import OneProcess, process_state
 
     class TwoProcesses:
         num_processes, process_index, is_main_process, device = 2, 0, True, "cuda:0"
@@ -267,7 +268,7 @@ def test_one_process_leaves_accelerate_alone_and_several_refuse_stdout_and_one_g
         def __init__(self, cpu: bool = False) -> None:
             self.cpu = cpu
 
-    monkeypatch.setattr(accelerate, "PartialState", TwoProcesses)
+    monkeypatch.setattr(ner.predict.sharded, "PartialState", TwoProcesses)
     # Not launched: no accelerate state (a process-wide singleton a later Trainer would inherit), device as given.
     assert process_state("cpu", "-") == (OneProcess(), "cpu")
     monkeypatch.setattr(torch.distributed, "is_torchelastic_launched", lambda: True)

@@ -1,4 +1,4 @@
-"""Tests for ner/spans.py: span spellings, words split at span boundaries, refused spans, and the round trip."""
+"""Tests for ner/data/spans.py: span spellings, words split at span boundaries, refused spans, and the round trip."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import pytest
 
 from ner.errors import DataFileError
-from ner.spans import WORD, Span, parse_spans, span_output, spans_of, words_and_tags
+from ner.data.spans import WORD, Span, parse_spans, span_output, spans_of, words_and_tags
 
 TEXT = "Maria Lopez visited Porto."
 
@@ -18,7 +18,7 @@ def parse(value, text: str = TEXT) -> list[Span]:
 
 
 def test_the_word_rule_is_prediction_s():
-    from ner.inference import WORD as PREDICTION_WORD
+    from ner.predict.predictor import WORD as PREDICTION_WORD
 
     assert PREDICTION_WORD is WORD
 

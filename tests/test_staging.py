@@ -16,8 +16,8 @@ import torch
 from transformers import BertConfig, BertForPreTraining
 
 from conftest import DEMO_DATA
-from ner import staging
-from ner.staging import prepare_model_source
+from ner.sources import staging
+from ner.sources.staging import prepare_model_source
 from run_ner import main
 
 

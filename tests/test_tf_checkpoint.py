@@ -11,10 +11,10 @@ import google_crc32c
 import numpy as np
 import pytest
 
-import ner.tf_checkpoint as tf_checkpoint
+import ner.sources.tf_checkpoint as tf_checkpoint
 from make_tf_fixtures import MANY_COUNT, STRING_VALUES, many_name
 from ner.errors import DataFileError
-from ner.tf_checkpoint import (
+from ner.sources.tf_checkpoint import (
     TFCheckpoint, checkpoint_prefix, checkpoints_in, crc32c, mask_crc, resolve_prefix, unmask_crc,
 )
 

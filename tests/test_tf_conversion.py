@@ -16,9 +16,9 @@ from transformers import AutoTokenizer, BertConfig, BertForPreTraining, BertForT
 from convert_tf_to_pytorch import ConversionArguments, main, resolve_files
 from make_tf_fixtures import CONFIG, NUM_NER_LABELS, reference_weights
 from ner.errors import DataFileError
-from ner.staging import prepare_model_source
-from ner.tf_checkpoint import TFCheckpoint
-from ner.tf_conversion import RULES, convert_for_loading, convert_tf_checkpoint
+from ner.sources.staging import prepare_model_source
+from ner.sources.tf_checkpoint import TFCheckpoint
+from ner.sources.tf_conversion import RULES, convert_for_loading, convert_tf_checkpoint
 from test_tf_checkpoint import flip_byte, load_bench
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tf"

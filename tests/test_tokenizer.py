@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import DEMO_DATA, make_tiny_bert
-from ner.staging import prepare_model_source
-from ner.tf_conversion import guess_lower_case
-from ner.tokenizer import load_tokenizer, name_says_case, vocabulary_casing
+from ner.sources.staging import prepare_model_source
+from ner.sources.tf_conversion import guess_lower_case
+from ner.sources.tokenizer import load_tokenizer, name_says_case, vocabulary_casing
 from test_staging import original_release, train_briefly
 
 
