@@ -33,9 +33,9 @@ from ner.outputs.results import SCORED_SPLITS, SPLITS, Results, SplitScores
 from ner.sources.staging import check_model_path, prepare_model_source
 from ner.sources.tokenizer import check_vocabulary, load_tokenizer
 from ner.training.checkpoints import resolve_checkpoint, start_run
-from ner.training.trainer import (
-    SMALL_ENCODER_WIDTH, NerTrainingArguments, WordLevelMetrics, build_trainer, default_learning_rate, evaluate_split,
-)
+from ner.training.arguments import NerTrainingArguments
+from ner.training.recipe import RECIPE, WHY
+from ner.training.trainer import WordLevelMetrics, build_trainer, evaluate_split
 
 logger = logging.getLogger("run_ner")
 
@@ -267,28 +267,6 @@ def select_splits(raw, data_args: DataArguments, training_args: NerTrainingArgum
     return raw, sizes
 
 
-# A new classifier head (not a fine-tuned model's own) is a CRF unless the options say otherwise: it measured
-# best on both shared corpora (bench/accuracy.jsonl; README, "Whole corpora, two seeds").
-CRF_BY_DEFAULT = (
-    "A new CRF head: the default, as it measured best on both shared corpora (MiniLM, 3 epochs, seeds 42 and 1, "
-    "dev F1 over a linear head: NCBI-disease +5.6, CoNLL-2003 +1.2). Its folder carries its own code: pipeline(..., "
-    "trust_remote_code=True) decodes with the CRF, plain transformers reads the emissions by argmax; --use_crf false "
-    "trains a linear head."
-)
-
-
-def new_head_defaults(head: dict, data_args: DataArguments) -> dict:
-    """``load_model``'s ``new_head``: a CRF, unless the user chose the head (``--use_crf``), a decoding without
-    a CRF (``--decoding``) or labels on every sub-token (``--label_all_tokens``, which a CRF does not take)."""
-    if "use_crf" in head:
-        return {}
-    reason = "--decoding" if "decoding" in head else "--label_all_tokens" if data_args.label_all_tokens else None
-    if reason:
-        logger.info("A new head is linear with %s (without it, the default is a CRF).", reason)
-        return {}
-    return {"use_crf": (True, CRF_BY_DEFAULT)}
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run the whole job; returns every metric written to ``all_results.json``."""
     model_args, data_args, training_args = parse_arguments(argv)
@@ -332,11 +310,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     require_fast_tokenizer(tokenizer, source.tokenizer)
     head = given_head_settings(model_args, data_args)
+    new_head, linear_because = RECIPE.new_head(head, label_all_tokens=data_args.label_all_tokens)
+    if linear_because:
+        logger.info("%s", linear_because)
     model = load_model(
         source.model,
         label_list,
         head=head,
-        new_head=new_head_defaults(head, data_args),
+        new_head=new_head,
         config_name=source.config,
         tag_scheme=scheme,
         new_classifier=model_args.new_classifier,
@@ -352,14 +333,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "--label_all_tokens does not go with a CRF: the CRF scores one tag path per sentence, read at each "
             "word's first sub-token. Leave out --label_all_tokens (or --use_crf)."
         )
-    rate = default_learning_rate(model.config)
+    rate = RECIPE.learning_rate(model.config)
     if training_args.do_train and not training_args.learning_rate_given and rate is not None:
         training_args.learning_rate = rate
         logger.info(
-            "Learning rate %g: the default for an encoder up to %d wide (%d here), measured best on both shared "
-            "corpora (MiniLM, 3 epochs, seeds 42 and 1, dev F1 over 5e-5, NCBI-disease / CoNLL-2003: CRF head +1.5 / "
-            "+1.0, linear head +3.7 / +1.1); --learning_rate sets another.",
-            rate, SMALL_ENCODER_WIDTH, model.config.hidden_size,
+            "Learning rate %g: the default for an encoder up to %d wide (%d here; measured: %s); --learning_rate sets "
+            "another.", rate, RECIPE.small_encoder_width, model.config.hidden_size, WHY,
         )
     max_seq_length = resolve_max_seq_length(data_args.max_seq_length, tokenizer, model.config)
     check_stride(data_args.stride, max_seq_length)

@@ -11,7 +11,7 @@ next to the checkpoint size; a child that only imports what the converter import
 Prints the figures and writes them as JSON; asserts nothing about time.
 
 The checkpoint is written by ``write_checkpoint`` below, a minimal TensorFlow ``BundleWriter`` /
-LevelDB ``TableBuilder``; tests/test_tf_checkpoint.py checks that it reproduces the files TensorFlow
+LevelDB ``TableBuilder``; tests/sources/test_tf_checkpoint.py checks that it reproduces the files TensorFlow
 itself wrote for tests/fixtures/tf/uncased_L-2_H-8_A-2 byte for byte, so no TensorFlow is needed here.
 """
 

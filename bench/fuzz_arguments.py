@@ -163,7 +163,7 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     import convert_tf_to_pytorch
     import run_ner
     from ner.predict.cli import build_parser
-    from ner.training.trainer import NerTrainingArguments
+    from ner.training.arguments import NerTrainingArguments
 
     convert = HfArgumentParser(convert_tf_to_pytorch.ConversionArguments)
     convert.add_argument("folder", nargs="?")

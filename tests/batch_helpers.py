@@ -1,4 +1,4 @@
-"""Shared by tests/test_packing.py, tests/test_attention.py and tests/test_batching.py: a tiny model, its tokenizer, training features."""
+"""Shared by tests/training/test_packing.py, tests/training/test_attention.py and tests/training/test_batching.py: a tiny model, its tokenizer, training features."""
 
 from __future__ import annotations
 

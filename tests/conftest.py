@@ -23,6 +23,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+TF_FIXTURES = TESTS / "fixtures" / "tf"  # small TensorFlow checkpoints (tests/make_tf_fixtures.py)
 SHARED_DATA = REPO.parent / "shared" / "data"
 DEMO_DATA = REPO / "demo" / "data"
 

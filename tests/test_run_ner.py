@@ -287,11 +287,11 @@ def test_head_learning_rate_reaches_the_optimizer_and_the_card(tiny_bert, tmp_pa
 
 def test_default_learning_rate_follows_the_measured_rule():
     from ner.model.configuration import NerBertConfig
-    from ner.training.trainer import default_learning_rate
+    from ner.training.recipe import RECIPE
 
-    assert default_learning_rate(NerBertConfig(hidden_size=384, num_attention_heads=12, use_crf=True)) == 1e-4
-    assert default_learning_rate(NerBertConfig(hidden_size=768, use_crf=True)) is None  # not measured: 5e-5
-    assert default_learning_rate(NerBertConfig(hidden_size=384, num_attention_heads=12, use_crf=False)) == 1e-4
+    assert RECIPE.learning_rate(NerBertConfig(hidden_size=384, num_attention_heads=12, use_crf=True)) == 1e-4
+    assert RECIPE.learning_rate(NerBertConfig(hidden_size=768, use_crf=True)) is None  # not measured: 5e-5
+    assert RECIPE.learning_rate(NerBertConfig(hidden_size=384, num_attention_heads=12, use_crf=False)) == 1e-4
 
 
 @pytest.mark.parametrize("extra, rate", [([], 1e-4), (["--use_crf", "false"], 1e-4), (["--learning_rate", "2e-3"], 2e-3)])

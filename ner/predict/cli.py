@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from tqdm.auto import tqdm
 
 from ner.data.alignment import check_window_options
-from ner.errors import DataFileError
+from ner.errors import DataFileError, run_cli
 from ner.limits import check_numbers
 from ner.predict.io import FORMATS, OUTPUT_FORMATS, detect_format, read_records
 from ner.predict.predictor import NerPredictor
@@ -147,3 +147,8 @@ def _predict(args: argparse.Namespace) -> int:
                                 progress=state.is_main_process, **options)
     logger.info("Tagged %d inputs of %s into %s", count, args.input, args.output)
     return 0
+
+
+def console_main() -> None:
+    """The ``ner`` command an install of the package puts on the PATH: ``ner predict ...``, as ``python -m ner``."""
+    sys.exit(run_cli(main))

@@ -47,6 +47,16 @@ class LengthSortedSampler(torch.utils.data.Sampler):
         return iter(self.order.tolist())
 
 
+# The private parts of transformers' Trainer this module relies on, where it offers no public hook: the samplers
+# (length-sorted evaluation, group_by_length on precomputed lengths) and the column pruning of a static loader.
+# tests/training/test_batching.py fails loudly when a transformers upgrade renames or reshapes any of them.
+PRIVATE_TRAINER_HOOKS = {
+    "_get_train_sampler": ("self", "train_dataset"),
+    "_get_eval_sampler": ("self", "eval_dataset"),
+    "_remove_unused_columns": ("self", "dataset", "description"),
+}
+
+
 class BatchingTrainer(Trainer):
     """``Trainer`` with packed training batches, length-sorted evaluation and lengths read from Arrow.
 
@@ -85,9 +95,10 @@ class BatchingTrainer(Trainer):
             logger.info("Learning rate %g for the head (%d tensors), %g for the encoder.", rate, len(head), self.args.learning_rate)
         return optimizer
 
-    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        inputs = super()._prepare_inputs(inputs)
-        return with_block_mask(inputs) if "document_ids" in inputs else inputs
+    def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's loss; a packed batch with ``document_ids`` (flex attention) first gets its ``BlockMask``,
+        built where the batch already is (on the device)."""
+        return super().compute_loss(model, with_block_mask(inputs) if "document_ids" in inputs else inputs, *args, **kwargs)
 
     def get_train_dataloader(self):
         if self.train_batch_sampler is not None:

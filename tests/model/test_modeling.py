@@ -205,7 +205,7 @@ def test_mlp_hidden_layers_keep_the_encoders_scale_and_reload_unchanged(tiny_ber
         assert torch.equal(before, after)  # loaded, not initialised anew
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess:

@@ -167,7 +167,7 @@ def test_resuming_mid_epoch_with_static_shapes_trains_the_batches_left(tiny_bert
 def test_head_learning_rate_puts_the_head_in_groups_of_its_own(tiny_bert, tmp_path):
     from ner.training.batching import BatchingTrainer
     from ner.model.modeling import load_model
-    from ner.training.trainer import NerTrainingArguments
+    from ner.training.arguments import NerTrainingArguments
 
     model = load_model(str(tiny_bert), ["O", "B-PER", "I-PER"], head={"use_crf": True, "head_layers": 2})
     args = NerTrainingArguments(output_dir=str(tmp_path), learning_rate=5e-5, head_learning_rate=1e-3, use_cpu=True,
@@ -189,3 +189,17 @@ def test_head_learning_rate_puts_the_head_in_groups_of_its_own(tiny_bert, tmp_pa
         trainer.lr_scheduler.step()
     ratios = {round(g["lr"] / g["initial_lr"], 9) for g in trainer.optimizer.param_groups}
     assert len(ratios) == 1  # one schedule scales every group alike
+
+
+def test_the_private_trainer_hooks_we_rely_on_are_still_there():
+    """Where transformers offers no public hook, ner.training.batching overrides or calls a private one; a transformers
+    upgrade that renames one or changes its parameters fails here, not quietly in a run."""
+    import inspect
+
+    from transformers import Trainer
+
+    from ner.training.batching import PRIVATE_TRAINER_HOOKS
+
+    for name, parameters in PRIVATE_TRAINER_HOOKS.items():
+        assert hasattr(Trainer, name), f"transformers' Trainer has no {name} any more"
+        assert tuple(inspect.signature(getattr(Trainer, name)).parameters) == parameters, name

@@ -142,7 +142,7 @@ def test_strict_scores_are_kept_beside_the_conlleval_ones(linear, tmp_path):
     gold = [s.tags for s in read_conll(DEMO_DATA / "test.txt")]
     opened_by_i = sum(t.startswith("I-") and (i == 0 or s[i - 1][2:] != t[2:]) for s in predicted for i, t in enumerate(s))
     assert opened_by_i > 10  # the two readings of these predictions are not the same entities
-    expected = entity_scores(gold, predicted, "IOB2")  # hand-counted in tests/test_metrics.py
+    expected = entity_scores(gold, predicted, "IOB2")  # hand-counted in tests/training/test_metrics.py
     for name in ("f1", "precision", "recall", "f1_strict", "precision_strict", "recall_strict"):
         assert results[f"predict_{name}"] == pytest.approx(expected[name]), name
 

@@ -16,7 +16,7 @@ from ner.data import conll
 from ner.data.conll import FEATURES, Sentence, load_conll, read_conll
 from ner.errors import DataFileError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 # set, split, sentences, tokens, documents (from shared/data/README.md)
 REAL_COUNTS = [

@@ -185,7 +185,7 @@ def test_transition_tables_refuse_wrong_scheme(labels, scheme, message):
 
 def test_ignore_index_is_defined_once_in_tag_rules():
     """-100 is stated in ``ner.tag_rules`` only (``ner.data.schemes`` hands it on), and alignment (tags to sub-token labels) needs neither torch nor the model for it."""
-    package = Path(__file__).resolve().parent.parent / "ner"
+    package = Path(__file__).resolve().parents[2] / "ner"
     defined_in = sorted(
         path.name
         for path in package.rglob("*.py")

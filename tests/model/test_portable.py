@@ -125,7 +125,7 @@ def test_trust_remote_code_pipeline_gives_the_entities_of_ner_predict(crf_tagger
     subprocess.run(
         [sys.executable, "-m", "ner", "predict", "--model", str(crf_tagger.out), "--input", str(source),
          "--input_format", "conll", "--output_format", "jsonl", "--output", str(predicted), "--device", "cpu"],
-        check=True, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600,
+        check=True, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600,
     )
     ours = [[(e["type"], e["start"], e["end"]) for e in json.loads(line)["entities"]] for line in predicted.read_text().splitlines()]
     assert sum(map(len, ours)) >= 100

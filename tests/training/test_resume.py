@@ -28,7 +28,7 @@ from ner.training.checkpoints import (
     resolve_checkpoint,
     start_run,
 )
-from ner.training.trainer import NerTrainingArguments
+from ner.training.arguments import NerTrainingArguments
 
 # Runs run_ner.py as __main__ after making the Trainer stop, at one step, in the middle of writing its
 # checkpoint: the model weights are written, the optimizer, scheduler, RNG and trainer state are not yet.

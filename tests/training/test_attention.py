@@ -105,7 +105,7 @@ def test_build_trainer_logs_the_packed_attention_path(model_and_tokenizer, tmp_p
 
 @pytest.mark.filterwarnings("ignore:.*flex_attention called without torch.compile")
 def test_flex_path_through_the_trainer(tiny_bert, tmp_path, monkeypatch, caplog):
-    """As on CUDA (the choice faked): the model switched, document ids collated, the BlockMask built in _prepare_inputs."""
+    """As on CUDA (the choice faked): the model switched, document ids collated, the BlockMask built in compute_loss."""
     import datasets
 
     import ner.training.attention
@@ -124,8 +124,20 @@ def test_flex_path_through_the_trainer(tiny_bert, tmp_path, monkeypatch, caplog)
         trainer = build_trainer(model, args, tokenizer, train_dataset=dataset)
     assert "attention: flex attention with a document block mask (attention dropout 0.1 not applied" in caplog.text
     assert model.config._attn_implementation == SDPA_OR_FLEX
-    inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
-    assert isinstance(inputs["attention_mask"], BlockMask) and "document_ids" not in inputs
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    seen = {}
+    forward = model.forward
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return forward(**kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    with torch.no_grad():  # flex attention has no backward on a CPU
+        trainer.compute_loss(model, batch)  # the BlockMask is built here, on the device, before the model sees the batch
+    monkeypatch.setattr(model, "forward", forward)
+    assert isinstance(seen["attention_mask"], BlockMask) and "document_ids" not in seen
+    inputs = with_block_mask(batch)
     padded = DataCollatorForTokenClassification(tokenizer)([dict(f) for f in features(tokenizer, SENTENCES)])
     model.eval()
     with torch.no_grad():

@@ -225,7 +225,7 @@ def test_pack_to_length_shorter_than_an_example_is_refused():
 
 
 def test_pack_to_length_needs_packing(tmp_path):
-    from ner.training.trainer import NerTrainingArguments
+    from ner.training.arguments import NerTrainingArguments
 
     with pytest.raises(ValueError, match="leave out --pack_sequences false"):
         NerTrainingArguments(output_dir=str(tmp_path), report_to="none", pack_sequences=False, pack_to_length=64)

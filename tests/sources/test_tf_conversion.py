@@ -21,7 +21,7 @@ from ner.sources.tf_checkpoint import TFCheckpoint
 from ner.sources.tf_conversion import RULES, convert_for_loading, convert_tf_checkpoint
 from test_tf_checkpoint import flip_byte, load_bench
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tf"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 EXPECTED = np.load(FIXTURES / "expected_outputs.npz", allow_pickle=False)
 ADAM = "adam_m/adam_v (Google BERT's AdamWeightDecayOptimizer slots)"
 RELEASES = {  # folder -> (checkpoint name, skipped optimizer state)

@@ -18,14 +18,14 @@ from ner.sources.tf_checkpoint import (
     TFCheckpoint, checkpoint_prefix, checkpoints_in, crc32c, mask_crc, resolve_prefix, unmask_crc,
 )
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tf"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 BERT = FIXTURES / "uncased_L-2_H-8_A-2" / "bert_model.ckpt"
 MANY = FIXTURES / "many_variables" / "model.ckpt"
 
 
 def load_bench():
     """bench/convert_tf_benchmark.py, whose checkpoint writer the benchmark relies on."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "convert_tf_benchmark.py"
+    path = Path(__file__).resolve().parents[2] / "bench" / "convert_tf_benchmark.py"
     spec = importlib.util.spec_from_file_location("convert_tf_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

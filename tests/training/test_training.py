@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainingArguments
 
-from ner.training.trainer import NerTrainingArguments, fill_device_defaults
+from ner.training.arguments import NerTrainingArguments, fill_device_defaults
 
 
 def unset() -> SimpleNamespace:

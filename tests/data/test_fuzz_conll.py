@@ -10,7 +10,7 @@ The normal run checks the property on one hand-built file per mutation the gener
 every kind of damage, layout, line ending, byte edit and reader option, and every error kind), then on 100
 generated files, derandomised so CI is reproducible: every kind is tried every run, and the generated files
 try them in combination. The campaign behind the figures in RELIABILITY.md:
-``FUZZ_EXAMPLES=10000 FUZZ_REPORT=fuzz.json python -m pytest tests/test_fuzz_conll.py``
+``FUZZ_EXAMPLES=10000 FUZZ_REPORT=fuzz.json python -m pytest tests/data/test_fuzz_conll.py``
 (FUZZ_REPORT writes the outcome counts and one message per error kind as JSON).
 """
 
