@@ -136,6 +136,7 @@ def sentences(path: Path) -> int:
     return sum(1 for block in path.read_text(encoding="utf-8").split("\n\n") if block.strip() and not block.startswith("-DOCSTART-"))
 
 
+@pytest.mark.integration  # whole run_ner.py runs
 def test_the_card_states_the_limits_on_the_data(limited_run):
     metadata, body = card_parts(limited_run)
     train, dev, test = (sentences(DEMO_DATA / name) for name in ("train.txt", "dev.txt", "test.txt"))
@@ -146,6 +147,7 @@ def test_the_card_states_the_limits_on_the_data(limited_run):
     assert splits == ["validation[:10]", "test"]  # a subset named as a subset
 
 
+@pytest.mark.integration  # whole run_ner.py runs
 def test_the_card_lists_what_ended_training_and_plain_values(limited_run):
     _, body = card_parts(limited_run)
     table = dict(re.findall(r"^\| (\S+) \| (.*) \|$", body, flags=re.M))
@@ -159,6 +161,7 @@ def test_the_card_lists_what_ended_training_and_plain_values(limited_run):
     assert "trained on the first sub-token" not in body
 
 
+@pytest.mark.integration  # whole run_ner.py runs
 def test_weights_are_readable_as_the_umask_allows(limited_run):
     # The run was made under umask 027: safetensors would write 0600, open() gives 0640.
     weights = [limited_run / "model.safetensors", *limited_run.glob("checkpoint-*/model.safetensors")]
@@ -168,6 +171,7 @@ def test_weights_are_readable_as_the_umask_allows(limited_run):
     assert oct((limited_run / "config.json").stat().st_mode & 0o777) == oct(0o640)
 
 
+@pytest.mark.integration  # whole run_ner.py runs
 def test_one_gold_rule_for_both_prediction_files(demo_model, tmp_path):
     """IOB1 gold (entities opened by I-) is written as IOB2 by run_ner.py --do_predict and python -m ner predict."""
     iob1 = tmp_path / "test.iob1.txt"

@@ -252,6 +252,7 @@ def test_a_new_head_is_a_crf_by_default_and_the_run_says_so(tiny_bert, tmp_path,
     assert not [r for r in caplog.records if r.getMessage().startswith("A new CRF head")]
 
 
+@pytest.mark.integration  # a whole run_ner.py run
 @pytest.mark.parametrize("option", [["--decoding", "constrained"], ["--label_all_tokens"]])
 def test_a_new_head_stays_linear_with_options_a_crf_does_not_take(tiny_bert, tmp_path, caplog, option):
     with caplog.at_level(logging.INFO):
@@ -275,6 +276,7 @@ def test_crf_run_then_predict_only_and_constrained_decoding(tiny_bert, tmp_path)
                 assert i > 0 and predicted[i - 1][2:] == tag[2:], predicted
 
 
+@pytest.mark.integration  # a whole run_ner.py run
 def test_head_learning_rate_reaches_the_optimizer_and_the_card(tiny_bert, tmp_path, caplog):
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO):
@@ -294,6 +296,7 @@ def test_default_learning_rate_follows_the_measured_rule():
     assert RECIPE.learning_rate(NerBertConfig(hidden_size=384, num_attention_heads=12, use_crf=False)) == 1e-4
 
 
+@pytest.mark.integration  # a whole run_ner.py run
 @pytest.mark.parametrize("extra, rate", [([], 1e-4), (["--use_crf", "false"], 1e-4), (["--learning_rate", "2e-3"], 2e-3)])
 def test_a_run_without_learning_rate_takes_the_measured_default(tiny_bert, tmp_path, caplog, extra, rate):
     argv = base_args(tiny_bert, tmp_path / "out", "--do_train", "--max_steps", "1", "--save_strategy", "no", *extra)

@@ -33,14 +33,17 @@ class WordLevelMetrics:
         self.gold = gold
         self.id2label = id2label
         self.scheme = scheme
-        self.predicted: list[list[str]] = []
+
+    def tags(self, predictions: Any) -> list[list[str]]:
+        """The word-level tags of the Trainer's predictions (label ids in dataset order, as ``keep_predictions``
+        leaves them: for a Viterbi model, its decoding first)."""
+        return word_tags(predictions[0] if isinstance(predictions, tuple) else predictions, self.sources, self.id2label)
 
     def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
         decoded, plain = prediction.predictions, None
         if isinstance(decoded, tuple):  # a Viterbi model: its decoding, and the emissions' argmax
             decoded, plain = decoded
-        self.predicted = word_tags(decoded, self.sources, self.id2label)
-        scores = entity_scores(self.gold, self.predicted, self.scheme)
+        scores = entity_scores(self.gold, self.tags(decoded), self.scheme)
         if plain is not None:
             # What plain transformers (pipeline(), no trust_remote_code) reads from the folder: the emissions by argmax.
             plain_tags = word_tags(plain, self.sources, self.id2label)
@@ -136,8 +139,10 @@ def build_trainer(
 def evaluate_split(
     trainer: Trainer, dataset: Any, metrics: WordLevelMetrics, prefix: str
 ) -> tuple[dict[str, float], list[list[str]]]:
-    """Predict one split; return its metrics (keys prefixed) and the word-level predicted tags."""
+    """Predict one split; return its metrics (keys prefixed) and the word-level predicted tags, read from the
+    predictions ``Trainer.predict`` returns (in dataset order). The split's scorer becomes the Trainer's
+    ``compute_metrics``: the Trainer has one, and ``predict`` takes no other."""
     trainer.compute_metrics = metrics
     output = trainer.predict(dataset, metric_key_prefix=prefix)
-    return output.metrics, metrics.predicted
+    return output.metrics, metrics.tags(output.predictions)
 
