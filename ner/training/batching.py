@@ -81,6 +81,7 @@ class BatchingTrainer(Trainer):
         self.train_collator = train_collator
         self.train_batch_sampler = train_batch_sampler
         self.sort_eval_by_length = sort_eval_by_length
+        self.sorted_eval: tuple[Any, np.ndarray] | None = None  # (dataset, order) of the last length-sorted loader
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer; with ``args.head_learning_rate``, the head's parameters in groups of their own
@@ -149,15 +150,19 @@ class BatchingTrainer(Trainer):
             and not self.args.batch_eval_metrics
             and self.args.eval_do_concat_batches  # else predictions stay a list of batches
         ):
-            return LengthSortedSampler(example_lengths(eval_dataset))
+            sampler = LengthSortedSampler(example_lengths(eval_dataset))
+            self.sorted_eval = (eval_dataset, sampler.order)
+            return sampler
         if self.args.train_sampling_strategy == "group_by_length":
             # Never the Trainer's shuffled sampler; what it uses without group_by_length instead.
             return torch.utils.data.SequentialSampler(eval_dataset) if single and eval_dataset is not None else None
         return super()._get_eval_sampler(eval_dataset)
 
     def evaluation_loop(self, dataloader, *args: Any, **kwargs: Any) -> EvalLoopOutput:
-        order = _sorted_order(dataloader)
-        if order is None:
+        # The loader's dataset is the one its sampler was made for (the Trainer prunes the columns first, then makes
+        # both from the pruned dataset): the same object means the same order.
+        dataset, order = self.sorted_eval if self.sorted_eval is not None else (None, None)
+        if order is None or getattr(dataloader, "dataset", None) is not dataset:
             return super().evaluation_loop(dataloader, *args, **kwargs)
         restore = np.argsort(order)  # row i of the sorted run is example order[i]
         compute_metrics = self.compute_metrics
@@ -192,13 +197,3 @@ def split_head_groups(optimizer: torch.optim.Optimizer, head: Sequence[torch.nn.
         groups += [{**settings, "params": rest}] if rest else []
         groups += [{**settings, "params": moved, "lr": rate}] if moved else []
     optimizer.param_groups = groups
-
-
-def _sorted_order(dataloader: Any) -> np.ndarray | None:
-    """The ``LengthSortedSampler`` order behind a (possibly accelerate-wrapped) data loader, if it has one."""
-    batch_sampler = getattr(dataloader, "batch_sampler", None)
-    inner = getattr(batch_sampler, "batch_sampler", None)
-    for sampler in (getattr(batch_sampler, "sampler", None), getattr(inner, "sampler", None), getattr(dataloader, "sampler", None)):
-        if isinstance(sampler, LengthSortedSampler):
-            return sampler.order
-    return None
