@@ -574,7 +574,7 @@ def write_data(fx: Fixtures) -> None:
 def build_fixtures(fx: Fixtures, mode: str, timeout: float) -> dict[str, float]:
     """Model, data, TF release and trained folder; the seconds each entry point's base command took."""
     for name in ("fixtures", "cases", "cwd", "captures", "hf_home"):
-        (fx.root / name).mkdir()
+        (fx.root / name).mkdir(exist_ok=True)  # matplotlib, imported with the entry points, may have made hf_home
     write_data(fx)
     shutil.copytree(REPO / "tests" / "fixtures" / "tf" / "finetuned_ner", fx.release)
 
