@@ -66,6 +66,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None)
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per run; the median is reported")
     parser.add_argument("--skip_pipeline", action="store_true", help="NerPredictor runs only (the pipeline's figures measured before)")
+    parser.add_argument("--onnx", action="store_true", help="also export --model with python -m ner export (float32 and "
+                        "int8, parity gate on --data) and time the exported folders at the largest batch size")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "predict_speed.json")
     args = parser.parse_args(argv)
     if args.sentences < 0 or args.repeat < 1 or min(args.batch_sizes) < 1:
@@ -145,6 +147,22 @@ def main(argv: list[str] | None = None) -> dict:
         tagged_by[precision] = tagged  # at the largest batch size
         times, _ = timed(predictor.predict_text, texts, repeat=args.repeat)
         record(f"NerPredictor.predict_text (text to entity spans), batch {largest}, {dtype}: {precision}", largest, times)
+    exports = {}
+    if args.onnx:  # the exported folders, timed like the PyTorch one, decoding included
+        from ner.predict.onnx import ONNX_FILE, export_folder
+
+        for quantize in (None, "int8"):
+            folder = Path(scratch.name) / f"onnx-{quantize or 'float32'}"
+            report = export_folder(model, str(folder), quantize=quantize, check_file=str(args.data))
+            exports[quantize or "float32"] = {**report, "bytes": (folder / ONNX_FILE).stat().st_size}
+            predictor = NerPredictor(str(folder), batch_size=largest)
+            predictor.tag(sentences[:8])  # warm-up
+            for batch_size in args.batch_sizes:
+                predictor.batch_size = batch_size
+                times, tagged = timed(predictor.tag, sentences, repeat=args.repeat)
+                record(f"ONNX Runtime {quantize or 'float32'}, NerPredictor.tag (words), batch {batch_size}", batch_size, times, tagged)
+            tagged_by[f"onnx {quantize or 'float32'}"] = tagged
+            print(json.dumps({"export": exports[quantize or "float32"]}), flush=True)
     agreements = [
         {"between": ["float32", precision], "fraction": agreement(tagged_by["float32"], tagged)}
         for precision, tagged in tagged_by.items() if precision != "float32"
@@ -159,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM"),
         "command": "python bench/predict_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    report = {"setup": setup, "results": rows, "word_tag_agreement": agreements}
+    report = {"setup": setup, "results": rows, "word_tag_agreement": agreements, "exports": exports}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -102,6 +102,12 @@ class BertForNer(BertPreTrainedModel):
                 self.rules = TransitionRules(allowed)
         self.post_init()
 
+    def emissions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The classifier's scores [batch, length, labels], before any decoding: what ``forward`` computes first (the
+        graph an ONNX export holds; ``decode_emissions`` does the rest)."""
+        hidden = self.bert(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+        return self.classifier(self.head(self.dropout(hidden)))
+
     def head_parameters(self) -> list[nn.Parameter]:
         """The parameters that start from random values on a pretrained encoder: MLP layers, classifier, CRF."""
         modules = [self.head, self.classifier] + ([self.crf] if self.crf is not None else [])
@@ -154,11 +160,7 @@ class BertForNer(BertPreTrainedModel):
 
         Argmax, or Viterbi under the CRF's learnt transitions, or under the scheme's valid transitions.
         """
-        if not self.decodes_by_words:
-            return logits.argmax(dim=-1).masked_fill(~mask.bool(), 0)
-        index = word_index_of(mask.to(logits.device), trim=False)
-        decoded = self._decode_words(gather_words(logits, index), index >= 0, opens_sentence, closes_sentence)
-        return scatter_words(decoded, index, logits.shape[:2])
+        return decode_emissions(logits, mask, self.crf, self.rules, opens_sentence, closes_sentence)
 
     def _pipeline_logits(self, emissions: torch.Tensor, predictions: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """Scores whose per-token argmax is the decoded tag, for ``pipeline()``: each word's tag at its first sub-token,
@@ -270,6 +272,28 @@ def remote_code(name: str) -> str:
     for package_form, folder_form in FOLDER_IMPORTS:
         text = text.replace(package_form, folder_form)
     return text
+
+
+def decode_emissions(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    crf: CRF | None = None,
+    rules: TransitionRules | None = None,
+    opens: torch.Tensor | None = None,
+    closes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Label ids [batch, length] at the positions in ``mask`` (one per word), 0 elsewhere: argmax, or Viterbi over the
+    words under ``crf``'s learnt transitions or under ``rules`` (the scheme's valid transitions). Also decodes the
+    emissions of an exported ONNX model (``ner.predict.onnx``), outside its graph, exactly as the model does."""
+    if crf is None and rules is None:
+        return logits.argmax(dim=-1).masked_fill(~mask.bool(), 0)
+    index = word_index_of(mask.to(logits.device), trim=False)
+    words, word_mask = gather_words(logits, index), index >= 0
+    if crf is not None:
+        decoded = crf.decode(words, word_mask, opens, closes)
+    else:
+        decoded = constrained_decode(words, word_mask, rules.tables(), opens, closes)
+    return scatter_words(decoded, index, logits.shape[:2])
 
 
 def readable_as_umask_allows(folder: str | os.PathLike) -> None:

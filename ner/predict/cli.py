@@ -18,6 +18,7 @@ whatever the file size; within a chunk examples are batched by length.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -28,8 +29,9 @@ from tqdm.auto import tqdm
 
 from ner.data.alignment import check_window_options
 from ner.errors import DataFileError, run_cli
-from ner.limits import check_numbers
+from ner.limits import Range, check_numbers
 from ner.predict.io import FORMATS, OUTPUT_FORMATS, detect_format, read_records
+from ner.predict.onnx import export_folder
 from ner.predict.predictor import NerPredictor
 from ner.predict.sharded import input_chunks, predict_to_file, process_state, tag_chunk
 from ner.sources.staging import check_model_path
@@ -51,7 +53,7 @@ def predict_file(
     input_format = detect_format(input_path, input_format, text_per_file=text_per_file)
     output_format = output_format or ("conll" if input_format == "conll" else "jsonl")
     records = read_records(input_path, input_format, text_per_file=text_per_file)
-    with_context = predictor.model.config.context_size > 0
+    with_context = predictor.config.context_size > 0
     done = 0
     with tqdm(desc=f"Tagging {Path(input_path).name}", unit=" inputs", disable=not progress) as bar:
         # The same chunks, tagged and written the same way, as each process of `accelerate launch` (ner/predict/sharded.py).
@@ -85,6 +87,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     predict.add_argument("--stride", type=int, default=None, help="sub-tokens shared by neighbouring windows")
     predict.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     predict.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="precision: auto = bf16 (else fp16) on a GPU, float32 on a CPU; bfloat16 also on a CPU")
+    export = commands.add_parser(
+        "export", help="an ONNX Runtime folder of a trained folder, behind a parity gate (see ner/predict/onnx.py)"
+    )
+    export.add_argument("model", help="output folder of run_ner.py")
+    export.add_argument("output", help="the folder to write (must not exist)")
+    export.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization (default: float32)")
+    export.add_argument("--check_file", help="CoNLL file the parity gate tags (default: the folder's eval_predictions.txt, "
+                        "else predict_predictions.txt)")
+    export.add_argument("--min_agreement", type=float, help="least share of equal word tags (default 0.999, int8 0.995)")
+    export.add_argument("--max_f1_drop", type=float, help="largest F1 drop against the gold tags (default 0.001, int8 0.003)")
+    export.add_argument("--batch_size", type=int, default=64)
+    export.add_argument("--debug", action="store_true", help="show the Python traceback of an error (or set NER_DEBUG=1)")
     return parser, predict
 
 
@@ -94,13 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     parser, predict = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    run = _export if args.command == "export" else _predict
     if argv is not None:
-        return _predict(args)
+        return run(args)
     try:
-        return _predict(args)
+        return run(args)
     except (DataFileError, ValueError, FileNotFoundError) as error:
         # The message names the file (and line) and the fix; a traceback would only bury it.
         predict.exit(2, f"{predict.prog}: error: {error}\n")
+
+
+def _export(args: argparse.Namespace) -> int:
+    check_numbers(vars(args), {"batch_size": Range(1)})
+    if not os.path.isdir(args.model):
+        raise ValueError(f"{args.model}: no such folder; give the output folder of run_ner.py.")
+    report = export_folder(
+        args.model, args.output, quantize=args.quantize, check_file=args.check_file, min_agreement=args.min_agreement,
+        max_f1_drop=args.max_f1_drop, batch_size=args.batch_size,
+    )
+    print(json.dumps(report))
+    return 0
 
 
 def check_predict_arguments(args: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ from ner.data.alignment import (
 from ner.data.schemes import entities
 from ner.data.spans import WORD  # the one word rule for raw text, training spans and prediction alike
 from ner.model.modeling import BertForNer
+from ner.predict.onnx import OnnxTagger, is_exported
 from ner.sources.staging import check_weights_files
 from ner.sources.tokenizer import check_tokenizer_files
 
@@ -73,18 +74,25 @@ class NerPredictor:
         stride: int | None = None,
         dtype: str = "auto",
     ) -> None:
-
-
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number of inputs, 1 or more; got {batch_size!r}.")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._autocast_dtype(dtype)  # a wrong name is refused before the model loads
         check_tokenizer_files(model_dir)
-        check_weights_files(model_dir)
+        self.onnx: OnnxTagger | None = None  # an exported folder (ner.predict.onnx) runs on ONNX Runtime, on the CPU
+        if is_exported(model_dir):
+            if self.device.type != "cpu" or dtype not in ("auto", "float32"):
+                raise ValueError(f"{model_dir} is an ONNX export: it runs on the CPU as exported; leave out device and dtype.")
+            self.onnx = OnnxTagger(model_dir)
+            self.model = None
+            config = self.onnx.config
+        else:
+            check_weights_files(model_dir)
+            self.model = BertForNer.from_pretrained(model_dir).to(self.device).eval()
+            config = self.model.config
+        self.config = config
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         require_fast_tokenizer(self.tokenizer, model_dir)
-        self.model = BertForNer.from_pretrained(model_dir).to(self.device).eval()
-        config = self.model.config
         self.id2label = {int(i): label for i, label in config.id2label.items()}
         self.scheme = config.tag_scheme
         self.batch_size = batch_size
@@ -117,7 +125,7 @@ class NerPredictor:
             max_seq_length=self.max_seq_length,
             stride=self.stride,
             documents=documents,
-            context_size=self.model.config.context_size if documents is not None else 0,
+            context_size=self.config.context_size if documents is not None else 0,
         )
         count = len(examples["input_ids"])
         labels: list[list[int]] = [[] for _ in range(count)]  # per example: the label id decoded at each position
@@ -135,11 +143,14 @@ class NerPredictor:
                 name: torch.tensor([examples[name][r] for r in rows], dtype=torch.bool, device=self.device)
                 for name in ("opens_sentence", "closes_sentence")
             }
-            ids, attention, first = (torch.from_numpy(array).to(self.device) for array in (ids, attention, first))
-            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                output = self.model(input_ids=ids, attention_mask=attention, word_starts=first, **edges)
-            predicted = output.predictions
-            emissions = output.logits if output.emissions is None else output.emissions  # the classifier's own scores
+            if self.onnx is not None:
+                predicted, emissions = self.onnx(ids, attention, torch.from_numpy(first), edges["opens_sentence"], edges["closes_sentence"])
+            else:
+                ids, attention, first = (torch.from_numpy(array).to(self.device) for array in (ids, attention, first))
+                with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                    output = self.model(input_ids=ids, attention_mask=attention, word_starts=first, **edges)
+                predicted = output.predictions
+                emissions = output.logits if output.emissions is None else output.emissions  # the classifier's own scores
             chosen = emissions.float().softmax(-1).gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
             pending.append((rows, predicted, chosen))
         # Read back only now: on a GPU the batches above were queued without waiting for one another.

@@ -52,7 +52,7 @@ PROGRESS = "merged.json"
 LOCK = "lock"
 PART = re.compile(r"chunk-(\d{8,})")
 # What decides the model's tags: config, tokenizer files, weights.
-MODEL_FILES = re.compile(r"config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|vocab\.txt|.*\.model"
+MODEL_FILES = re.compile(r"model\.onnx|decoding\.safetensors|config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|vocab\.txt|.*\.model"
                          r"|(pytorch_)?model.*\.(safetensors|bin|json)")
 
 
@@ -81,7 +81,7 @@ def input_chunks(records: Iterable[Any], chunk_size: int, *, with_context: bool)
 def tag_chunk(predictor: Any, chunk: list[Any], out: TextIO, output_format: str) -> None:
     """Tag one chunk of records and write it: the one place both the 1-process stream and the parts do it."""
     documents = None
-    if predictor.model.config.context_size > 0:
+    if predictor.config.context_size > 0:
         # A record outside any document gets an id of its own (negative, unlike the documents').
         documents = [r.document if r.document is not None else -1 - i for i, r in enumerate(chunk)]
     tagged = predictor.tag([r.words for r in chunk], documents=documents)
@@ -384,7 +384,7 @@ def _run(
     passed: deque[tuple[int, int, bool]] = deque()  # main: chunks passed, not merged yet: (index, inputs, tagged now)
     tagged = tagged_inputs = reused = chunks = inputs = 0
     try:
-        stream = input_chunks(records, chunk_size, with_context=predictor.model.config.context_size > 0)
+        stream = input_chunks(records, chunk_size, with_context=predictor.config.context_size > 0)
         for index, chunk, owner in deal(stream, rank=state.process_index, world_size=state.num_processes, done=done):
             chunks, inputs = index + 1, inputs + len(chunk)
             if owner is None:
