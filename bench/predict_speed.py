@@ -153,7 +153,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         for quantize in (None, "int8"):
             folder = Path(scratch.name) / f"onnx-{quantize or 'float32'}"
-            report = export_folder(model, str(folder), quantize=quantize, check_file=str(args.data))
+            try:
+                report = export_folder(model, str(folder), quantize=quantize, check_file=str(args.data))
+            except ValueError as refusal:  # the parity gate said no: recorded, not timed
+                exports[quantize or "float32"] = {"refused": str(refusal)}
+                print(json.dumps({"export": exports[quantize or "float32"]}), flush=True)
+                continue
             exports[quantize or "float32"] = {**report, "bytes": (folder / ONNX_FILE).stat().st_size}
             predictor = NerPredictor(str(folder), batch_size=largest)
             predictor.tag(sentences[:8])  # warm-up

@@ -95,7 +95,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     export.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization (default: float32)")
     export.add_argument("--check_file", help="CoNLL file the parity gate tags (default: the folder's eval_predictions.txt, "
                         "else predict_predictions.txt)")
-    export.add_argument("--min_agreement", type=float, help="least share of equal word tags (default 0.999, int8 0.995)")
+    export.add_argument("--min_agreement", type=float, help="least share of equal word tags (default 0.999, int8 0.99)")
     export.add_argument("--max_f1_drop", type=float, help="largest F1 drop against the gold tags (default 0.001, int8 0.003)")
     export.add_argument("--batch_size", type=int, default=64)
     export.add_argument("--debug", action="store_true", help="show the Python traceback of an error (or set NER_DEBUG=1)")

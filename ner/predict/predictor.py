@@ -81,8 +81,11 @@ class NerPredictor:
         check_tokenizer_files(model_dir)
         self.onnx: OnnxTagger | None = None  # an exported folder (ner.predict.onnx) runs on ONNX Runtime, on the CPU
         if is_exported(model_dir):
-            if self.device.type != "cpu" or dtype not in ("auto", "float32"):
-                raise ValueError(f"{model_dir} is an ONNX export: it runs on the CPU as exported; leave out device and dtype.")
+            if dtype not in ("auto", "float32"):
+                raise ValueError(f"{model_dir} is an ONNX export: it runs at the precision it was exported with; leave out dtype.")
+            if self.device.type != "cpu" and device is not None:
+                logger.warning("%s is an ONNX export for the CPU: it runs there, not on %s.", model_dir, self.device)
+            self.device = torch.device("cpu")
             self.onnx = OnnxTagger(model_dir)
             self.model = None
             config = self.onnx.config

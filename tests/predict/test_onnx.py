@@ -86,7 +86,7 @@ def test_every_head_exports_and_tags_as_pytorch_does(heads, tagger, tmp_path, na
 def test_int8_is_smaller_and_its_agreement_is_stated(heads, tagger, tmp_path):
     report = export_folder(str(heads["linear"]), str(tmp_path / "int8"), quantize="int8", check_file=str(tagger.data / "dev.txt"))
     assert report["precision"] == "int8" and report["int8_bytes"] < report["float32_bytes"]
-    assert report["agreement"] >= report["min_agreement"] == 0.995
+    assert report["agreement"] >= report["min_agreement"] == 0.99
     assert f"{report['agreement']:.4%} of the word tags equal" in (tmp_path / "int8" / "README.md").read_text()
 
 

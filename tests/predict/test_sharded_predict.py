@@ -367,3 +367,22 @@ def test_kill_9_mid_run_then_the_same_command_gives_the_uninterrupted_bytes(mode
     assert found[0][1] + found[1][1] == total - done  # the rest, each tagged once, none again
     assert abs(found[0][1] - found[1][1]) <= 1  # shared evenly
     assert not folder.exists()
+
+
+@pytest.mark.slow  # two processes start torch: about 10 s on 2 cores
+def test_two_processes_tag_an_onnx_export_as_one_process_tags_the_pytorch_folder(models, corpus, tmp_path):
+    """An exported folder (ner/predict/onnx.py) under accelerate launch, document context on: the bytes one process
+    writes with the PyTorch folder, but for the entities' scores (probabilities, to float32 rounding)."""
+    from ner.predict.onnx import export_folder
+
+    exported = tmp_path / "onnx"
+    export_folder(str(models["context"]), str(exported), check_file=str(corpus))
+    output = tmp_path / "out" / "news.jsonl"
+    log = tmp_path / "log.txt"
+    finish(launch(["-m", "ner", *command(exported, corpus, output)], log, environment(tmp_path)), log)
+    rows = [[json.loads(line) for line in text.splitlines()] for text in (output.read_bytes(), reference(models["context"], corpus))]
+    assert len(rows[0]) == len(rows[1]) > 0
+    for onnx, pytorch in zip(*rows):
+        scores = [e.pop("score") for e in onnx["entities"]], [e.pop("score") for e in pytorch["entities"]]
+        assert onnx == pytorch and scores[0] == pytest.approx(scores[1], abs=1e-3)
+    assert sum(len(row["entities"]) for row in rows[1]) > 0
