@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
         record(f"NerPredictor.predict_text (text to entity spans), batch {largest}, {dtype}: {precision}", largest, times)
     exports = {}
     if args.onnx:  # the exported folders, timed like the PyTorch one, decoding included
-        from ner.predict.onnx import ONNX_FILE, export_folder
+        from ner.predict.export import export_folder
+        from ner.predict.onnx import ONNX_FILE
 
         for quantize in (None, "int8"):
             folder = Path(scratch.name) / f"onnx-{quantize or 'float32'}"

@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 from ner.data.alignment import check_window_options
 from ner.errors import DataFileError, run_cli
 from ner.limits import Range, check_numbers
+from ner.predict.export import export_folder
 from ner.predict.io import FORMATS, OUTPUT_FORMATS, detect_format, read_records
-from ner.predict.onnx import export_folder
 from ner.predict.predictor import NerPredictor
 from ner.predict.sharded import input_chunks, predict_to_file, process_state, tag_chunk
 from ner.sources.staging import check_model_path
@@ -88,7 +88,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     predict.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     predict.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="precision: auto = bf16 (else fp16) on a GPU, float32 on a CPU; bfloat16 also on a CPU")
     export = commands.add_parser(
-        "export", help="an ONNX Runtime folder of a trained folder, behind a parity gate (see ner/predict/onnx.py)"
+        "export", help="an ONNX Runtime folder of a trained folder, behind a parity gate (see ner/predict/export.py)"
     )
     export.add_argument("model", help="output folder of run_ner.py")
     export.add_argument("output", help="the folder to write (must not exist)")

@@ -1,4 +1,4 @@
-"""``python -m ner export`` (ner/predict/onnx.py): ONNX Runtime folders for every head and decoding of the session's
+"""``python -m ner export`` (ner/predict/export.py, ner/predict/onnx.py): ONNX Runtime folders for every head and decoding of the session's
 trained tagger, the parity gate, int8, damaged graphs, and prediction through the exported folder."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 from ner.errors import run_cli
 from ner.model.modeling import load_model
 from ner.predict import cli
-from ner.predict.onnx import ONNX_FILE, export_folder
+from ner.predict.export import export_folder
+from ner.predict.onnx import ONNX_FILE
 from ner.predict.predictor import NerPredictor
 
 TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")

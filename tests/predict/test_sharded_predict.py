@@ -373,7 +373,7 @@ def test_kill_9_mid_run_then_the_same_command_gives_the_uninterrupted_bytes(mode
 def test_two_processes_tag_an_onnx_export_as_one_process_tags_the_pytorch_folder(models, corpus, tmp_path):
     """An exported folder (ner/predict/onnx.py) under accelerate launch, document context on: the bytes one process
     writes with the PyTorch folder, but for the entities' scores (probabilities, to float32 rounding)."""
-    from ner.predict.onnx import export_folder
+    from ner.predict.export import export_folder
 
     exported = tmp_path / "onnx"
     export_folder(str(models["context"]), str(exported), check_file=str(corpus))
