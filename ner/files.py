@@ -24,7 +24,7 @@ def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private; as open() would
+        readable_as_umask_allows(temporary)  # mkstemp makes it private
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -42,6 +42,11 @@ def new_work_folder(parent: Path, name: str) -> Path:
     work = parent / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
     work.mkdir()
     return work
+
+
+def readable_as_umask_allows(path: str | os.PathLike) -> None:
+    """Give ``path`` the permissions ``open`` would have: a file that safetensors (0600) or mkstemp wrote private."""
+    os.chmod(path, 0o666 & ~current_umask())
 
 
 def current_umask() -> int:

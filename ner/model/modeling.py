@@ -298,7 +298,9 @@ def decode_emissions(
 
 def readable_as_umask_allows(folder: str | os.PathLike) -> None:
     """Give the weights files in ``folder`` the permissions the umask allows, as any file written with ``open`` has:
-    safetensors writes them 0600, so another user could not read a model that config.json invites them to load."""
+    safetensors writes them 0600, so another user could not read a model that config.json invites them to load.
+    (``ner.files.readable_as_umask_allows`` does it for one file; this module travels in model folders, where it can
+    import only the files copied beside it.)"""
     mask = os.umask(0)
     os.umask(mask)
     for name in os.listdir(folder):

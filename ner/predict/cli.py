@@ -150,10 +150,7 @@ def check_predict_arguments(args: argparse.Namespace) -> None:
     if not os.path.isdir(args.model) and os.path.exists(args.model):
         raise ValueError(f"--model {args.model}: a file; give the output folder of run_ner.py.")
     check_model_path("--model", args.model)
-    check_numbers(vars(args), {})
-    for flag, value in (("--batch_size", args.batch_size), ("--chunk_size", args.chunk_size)):
-        if value < 1:
-            raise ValueError(f"{flag} must be 1 or more, got {value}.")
+    check_numbers(vars(args), {"batch_size": Range(1), "chunk_size": Range(1)})
     check_window_options(args.max_seq_length, args.stride)
 
 

@@ -23,9 +23,9 @@ from safetensors.torch import save_file
 
 from ner.data.conll import read_conll
 from ner.data.schemes import as_scored
-from ner.files import atomic_writer, current_umask, new_work_folder
+from ner.files import atomic_writer, new_work_folder, readable_as_umask_allows
 from ner.predict.onnx import (
-    DECODING_FILE, DEFAULT_MAX_F1_DROP, DEFAULT_MIN_AGREEMENT, EXPORT_FILE, ONNX_FILE, OPSET, PRECISIONS, TOKENIZER_FILES,
+    DECODING_FILE, DEFAULT_MAX_F1_DROP, DEFAULT_MIN_AGREEMENT, EXPORT_FILE, ONNX_FILE, OPSET, PRECISIONS, COPIED_FILES,
     export_graph, is_exported, quantize_int8,
 )
 from ner.predict.predictor import NerPredictor
@@ -117,8 +117,8 @@ def export_folder(
             sizes["int8_bytes"] = (work / ONNX_FILE).stat().st_size
         if reference.model.crf is not None:
             save_file({name: p.detach().contiguous() for name, p in reference.model.crf.named_parameters()}, work / DECODING_FILE)
-            os.chmod(work / DECODING_FILE, 0o666 & ~current_umask())  # safetensors writes 0600
-        for name in TOKENIZER_FILES:
+            readable_as_umask_allows(work / DECODING_FILE)
+        for name in COPIED_FILES:
             if (Path(model_dir) / name).is_file():
                 shutil.copy(Path(model_dir) / name, work / name)
         seconds = time.perf_counter() - started

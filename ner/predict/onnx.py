@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 DECODING_FILE = "decoding.safetensors"  # a CRF's learnt transition, start and end scores
 EXPORT_FILE = "export.json"  # what was exported, how, and the parity figures
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json")
+# From the PyTorch folder: the tokenizer and the config.
+COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json")
 PRECISIONS = ("float32", "int8")
 DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "int8": 0.99}  # int8 measured 99.2-99.3% (bench/RESULTS.md)
 DEFAULT_MAX_F1_DROP = {"float32": 0.001, "int8": 0.003}
@@ -53,15 +54,12 @@ class OnnxTagger:
     word starts and the sentence-edge flags as bool tensors), it returns the decoded label ids and the emissions,
     as ``BertForNer``'s forward does in evaluation."""
 
-    def __init__(self, folder: str | os.PathLike, *, threads: int | None = None) -> None:
+    def __init__(self, folder: str | os.PathLike) -> None:
         import onnxruntime  # imported here: only an exported folder needs it (about 0.3 s)
 
         path = Path(folder) / ONNX_FILE
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...), none public
             raise ValueError(f"{path}: not a readable ONNX model ({str(error).strip()[:200]}); export it again.") from None
         self.config = NerBertConfig.from_pretrained(folder)

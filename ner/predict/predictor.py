@@ -76,16 +76,18 @@ class NerPredictor:
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number of inputs, 1 or more; got {batch_size!r}.")
+        exported = is_exported(model_dir)  # a folder ner.predict.export wrote: ONNX Runtime, on the CPU
+        if exported and dtype not in ("auto", "float32"):
+            raise ValueError(f"{model_dir} is an ONNX export: it runs at the precision it was exported with; leave out dtype.")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self._autocast_dtype(dtype)  # a wrong name is refused before the model loads
-        check_tokenizer_files(model_dir)
-        self.onnx: OnnxTagger | None = None  # an exported folder (ner.predict.onnx) runs on ONNX Runtime, on the CPU
-        if is_exported(model_dir):
-            if dtype not in ("auto", "float32"):
-                raise ValueError(f"{model_dir} is an ONNX export: it runs at the precision it was exported with; leave out dtype.")
-            if self.device.type != "cpu" and device is not None:
+        if exported and self.device.type != "cpu":
+            if device is not None:
                 logger.warning("%s is an ONNX export for the CPU: it runs there, not on %s.", model_dir, self.device)
             self.device = torch.device("cpu")
+        self.autocast = self._autocast_dtype(dtype)  # a wrong name is refused before the model loads
+        check_tokenizer_files(model_dir)
+        self.onnx: OnnxTagger | None = None
+        if exported:
             self.onnx = OnnxTagger(model_dir)
             self.model = None
             config = self.onnx.config
@@ -102,7 +104,6 @@ class NerPredictor:
         self.max_seq_length = resolve_max_seq_length(max_seq_length, self.tokenizer, config)
         check_stride(stride, self.max_seq_length)
         self.stride = stride
-        self.autocast = self._autocast_dtype(dtype)
 
     def _autocast_dtype(self, dtype: str) -> torch.dtype | None:
         """Mixed precision: ``auto`` is bf16 (else fp16) on a GPU and float32 on a CPU, where bf16 is opt-in."""

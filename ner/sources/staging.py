@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 import torch
 from transformers import BertConfig, BertModel
 
-from ner.files import current_umask, new_work_folder
+from ner.files import new_work_folder, readable_as_umask_allows
 from ner.sources import tf_conversion
 from ner.sources.tf_checkpoint import checkpoint_prefix, checkpoints_in
 from ner.sources.tokenizer import TOKENIZER_FILES
@@ -236,7 +236,7 @@ def _stage(
             state = drop_shared_duplicates(state, weights)
 
             save_file({key: tensor.contiguous() for key, tensor in state.items()}, work / "model.safetensors", metadata={"format": "pt"})
-            os.chmod(work / "model.safetensors", 0o666 & ~current_umask())  # safetensors writes 0600
+            readable_as_umask_allows(work / "model.safetensors")
             if vocab is not None:
                 shutil.copy(vocab, work / vocab.name)
                 for name in TOKENIZER_SETTINGS:
