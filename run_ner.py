@@ -30,6 +30,8 @@ from ner.model.modeling import load_model
 from ner.outputs.model_card import CardData
 from ner.outputs.publishing import finish_output_dir, write_split_outputs
 from ner.outputs.results import SCORED_SPLITS, SPLITS, Results, SplitScores
+from ner.predict.calibration import calibrate_folder, split_confidence
+from ner.predict.predictor import NerPredictor
 from ner.sources.staging import check_model_path, prepare_model_source
 from ner.sources.tokenizer import check_vocabulary, load_tokenizer
 from ner.training.checkpoints import resolve_checkpoint, start_run
@@ -267,6 +269,29 @@ def select_splits(raw, data_args: DataArguments, training_args: NerTrainingArgum
     return raw, sizes
 
 
+def confidence_predictor(
+    model_source: str, raw, files, data_args: DataArguments, training_args: NerTrainingArguments, max_seq_length: int
+) -> NerPredictor | None:
+    """The predictor whose confidences the reports judge: the trained output folder, its temperature first fitted on the
+    validation data (unless --calibrate false), or, without training, the model's own folder as it is."""
+    folder = training_args.output_dir if training_args.do_train else model_source
+    if not os.path.isdir(folder):
+        logger.info("Confidences are not reported: %s is not a local folder.", folder)
+        return None
+    device, batch_size = str(training_args.device), training_args.per_device_eval_batch_size
+    if training_args.do_train and training_args.calibrate:
+        if "validation" in raw:
+            split = raw["validation"]
+            name = data_args.dataset_name or files["validation"]
+            calibrate_folder(
+                folder, split["words"], split["tags"], split["doc_start"], data_name=name, device=device,
+                batch_size=batch_size, max_seq_length=max_seq_length, stride=data_args.stride,
+            )
+        else:
+            logger.info("Confidences are left uncalibrated: no validation data to fit them on.")
+    return NerPredictor(folder, device=device, batch_size=batch_size, max_seq_length=max_seq_length, stride=data_args.stride)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run the whole job; returns every metric written to ``all_results.json``."""
     model_args, data_args, training_args = parse_arguments(argv)
@@ -383,12 +408,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_state()
         results.update(metrics)
 
+    predictor = None  # tags the scored splits once more, with confidences (the main process only)
+    if trainer.is_world_process_zero() and any(getattr(training_args, f"do_{split.prefix}") for split in SCORED_SPLITS):
+        predictor = confidence_predictor(source.model, raw, files, data_args, training_args, max_seq_length)
     scored: list[SplitScores] = []
     for split in SCORED_SPLITS:
         if not getattr(training_args, f"do_{split.prefix}"):  # --do_eval, --do_predict
             continue
         metrics, predicted = evaluate_split(trainer, tokenized[split.name], metrics_for(split.name), split.prefix)
         metrics[split.key("samples")] = len(tokenized[split.name])
+        confidence = None
+        if predictor is not None:
+            confidence = split_confidence(predictor, raw[split.name]["words"], raw[split.name]["tags"], raw[split.name]["doc_start"])
+            metrics.update(confidence.metrics(split.prefix))
         trainer.log_metrics(split.prefix, metrics)
         trainer.save_metrics(split.prefix, metrics)
         results.update(metrics)
@@ -402,6 +434,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 predicted=predicted,
                 doc_start=raw[split.name]["doc_start"],
                 scheme=scheme,
+                confidence=confidence.figures() if confidence is not None else None,
             )
     if trainer.is_world_process_zero():
         card = CardData(

@@ -226,10 +226,14 @@ def _scan_marginals(emissions: Tensor, mask: Tensor, transitions: Tensor, start:
     return log_z, torch.cat([first[:, None], pairwise.sum(dim=2)], dim=1), pairwise.sum(dim=1)
 
 
-def _loop_marginals(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor):
-    """``(log Z, word marginals [B, T, C], expected transitions [B, C, C])`` by the forward-backward algorithm,
-    one word position at a time: ``2 T`` small steps of ``C^2`` work each, the choice where arithmetic costs more
-    than operators (a CPU)."""
+def forward_backward(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(alphas [B, T, C], betas [B, T, C], log Z [B])`` in log space, one word position at a time.
+
+    ``alphas[b, t, y]``: log of the summed scores of the paths over words ``0..t`` that end in ``y`` (its emission
+    included); ``betas[b, t, y]``: of the paths over words ``t+1..`` from ``y`` on (``end[y]`` at the last word); past
+    a sentence's end both stay at their last value. ``alphas + betas - log Z`` is ``log p(y[t] = y)``. Scores must be
+    finite (forbidden ones ``FORBIDDEN_SCORE``); ``start``/``end`` are ``[B, C]``.
+    """
     batch, length, num_labels = emissions.shape
     alpha = start + emissions[:, 0]
     alphas = [alpha]
@@ -243,7 +247,14 @@ def _loop_marginals(emissions: Tensor, mask: Tensor, transitions: Tensor, start:
         beta = torch.where(mask[:, t + 1, None], ahead, end)
         betas.append(beta)
     alphas, betas = torch.stack(alphas, dim=1), torch.stack(betas[::-1], dim=1)  # [B, T, C]
-    log_z = _logsumexp(alphas[:, 0] + betas[:, 0], dim=1)
+    return alphas, betas, _logsumexp(alphas[:, 0] + betas[:, 0], dim=1)
+
+
+def _loop_marginals(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor):
+    """``(log Z, word marginals [B, T, C], expected transitions [B, C, C])`` by the forward-backward algorithm,
+    one word position at a time: ``2 T`` small steps of ``C^2`` work each, the choice where arithmetic costs more
+    than operators (a CPU)."""
+    alphas, betas, log_z = forward_backward(emissions, mask, transitions, start, end)
     words = (alphas + betas - log_z[:, None, None]).exp() * mask[:, :, None]
     pairwise = alphas[:, :-1, :, None] + transitions + (emissions[:, 1:] + betas[:, 1:])[:, :, None, :]
     moves = ((pairwise - log_z[:, None, None, None]).exp() * mask[:, 1:, None, None]).sum(dim=1)

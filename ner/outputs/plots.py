@@ -1,4 +1,4 @@
-"""PNG plots for the output folder: entity-type confusion, per-type F1, training curves.
+"""PNG plots for the output folder: entity-type confusion, per-type F1, confidence reliability, training curves.
 
 Figures are
 drawn on an Agg canvas directly, without pyplot: no global figure state, no display needed. Each
@@ -112,6 +112,37 @@ def plot_type_f1(scores: SplitScores, path: str | os.PathLike) -> Path:
     axes.set_xlabel("F1 (conlleval-compatible, entity level)")
     axes.set_ylabel("type (gold entities)")
     axes.set_title(f"{scores.split.short.capitalize()} F1 by type")
+    return _save(figure, path)
+
+
+def plot_reliability(confidence: dict[str, Any], title: str, path: str | os.PathLike) -> Path:
+    """Reliability diagram of ``SplitConfidence.figures()``: share of entities right against mean confidence in each
+    bin (calibrated, and uncalibrated where a calibration was fitted), the diagonal of perfect calibration, and each
+    bin's entity count as bars underneath."""
+    figure = _figure(5.0, 5.5)
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfectly calibrated")
+    if confidence["calibrated"]:
+        series = [
+            ("bins_uncalibrated", f"uncalibrated (ECE {confidence['ece_uncalibrated']:.3f})", "tab:orange"),
+            ("bins", f"calibrated (ECE {confidence['ece']:.3f})", "tab:blue"),
+        ]
+    else:
+        series = [("bins", f"uncalibrated (ECE {confidence['ece']:.3f})", "tab:blue")]
+    for key, label, color in series:
+        filled = [row for row in confidence[key] if row["entities"]]
+        top.plot([row["confidence"] for row in filled], [row["accuracy"] for row in filled], marker="o", color=color, label=label)
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.02)
+    top.set_ylabel("share of entities right")
+    top.set_title(f"Entity confidence: {title}")
+    top.legend(loc="upper left", fontsize="small")
+    bins = confidence["bins"]
+    width = bins[0]["high"] - bins[0]["low"]
+    bottom.bar([row["low"] + width / 2 for row in bins], [row["entities"] for row in bins], width=width * 0.9, color="tab:blue")
+    bottom.set_yscale("symlog")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("entities")
     return _save(figure, path)
 
 

@@ -19,7 +19,7 @@ from ner.data.conll import write_predictions
 from ner.files import atomic_writer
 from ner.outputs.hub import push_output_dir, write_training_args_json
 from ner.outputs.model_card import CardData, write_model_card
-from ner.outputs.plots import plot_confusion, plot_training_curves, plot_type_f1
+from ner.outputs.plots import plot_confusion, plot_reliability, plot_training_curves, plot_type_f1
 from ner.outputs.reports import entity_confusion, write_split_report
 from ner.outputs.results import Results, SplitScores
 
@@ -71,17 +71,22 @@ def write_split_outputs(
     predicted: Sequence[Sequence[str]],
     doc_start: Sequence[bool],
     scheme: str,
+    confidence: dict[str, Any] | None = None,
 ) -> list[str]:
-    """``{prefix}_predictions.txt``, ``{prefix}_report.md/.json``, ``{prefix}_mistakes.md/.json`` and two plots.
+    """``{prefix}_predictions.txt``, ``{prefix}_report.md/.json``, ``{prefix}_mistakes.md/.json`` and two plots; with
+    ``confidence`` (``SplitConfidence.figures()``) the report's confidence section and ``{prefix}_reliability.png``.
 
     Returns the plot file names.
     """
     output_dir, prefix = Path(output_dir), scores.split.prefix
     write_predictions(output_dir / f"{prefix}_predictions.txt", words, gold, predicted, doc_start)
-    write_split_report(output_dir, scores, words, gold, predicted, scheme)
+    write_split_report(output_dir, scores, words, gold, predicted, scheme, confidence)
     confusion = plot_confusion(entity_confusion(list(gold), list(predicted)), output_dir / f"{prefix}_confusion.png")
     bars = plot_type_f1(scores, output_dir / f"{prefix}_type_f1.png")
-    return [confusion.name, bars.name]
+    plots = [confusion.name, bars.name]
+    if confidence is not None and confidence["entities"]:
+        plots.append(plot_reliability(confidence, scores.split.display, output_dir / f"{prefix}_reliability.png").name)
+    return plots
 
 
 # The tokenizer a folder with its own model code names for trust_remote_code (ner/model/tokenization_ner.py, copied there

@@ -114,8 +114,11 @@ def find_mistakes(
     return wrong, shown
 
 
-def split_report(words, gold, predicted, scheme: str, scores: SplitScores) -> dict[str, Any]:
-    """Everything ``write_split_report`` writes, as one JSON-ready dict; ``mistakes`` quotes the data."""
+def split_report(
+    words, gold, predicted, scheme: str, scores: SplitScores, confidence: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything ``write_split_report`` writes, as one JSON-ready dict; ``mistakes`` quotes the data. ``confidence``:
+    ``ner.predict.calibration.SplitConfidence.figures()``, kept as ``"confidence"``."""
     check_parallel(gold, predicted, words)
     gold_entities = [entities(tags) for tags in gold]
     predicted_entities = [entities(tags) for tags in predicted]
@@ -130,6 +133,7 @@ def split_report(words, gold, predicted, scheme: str, scores: SplitScores) -> di
         "per_type": scores.per_type,
         "confusion": confusion,
         "top_confusions": top_confusions(confusion),
+        **({"confidence": confidence} if confidence is not None else {}),
         "mistakes": mistakes,
     }
 
@@ -189,7 +193,36 @@ def report_markdown(report: dict[str, Any], split: Split) -> str:
         f"{report['sentences_with_errors']} of {report['sentences']} sentences have an entity error; "
         f"`{report['prefix']}_mistakes.md` shows the first ones in context.",
     ]
+    if "confidence" in report:
+        lines += ["", *confidence_markdown(report["confidence"], report["prefix"])]
     return "\n".join(lines) + "\n"
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def confidence_markdown(confidence: dict[str, Any], prefix: str) -> list[str]:
+    """The report's confidence section: calibration error before and after, precision and recall above thresholds."""
+    lines = ["## Confidence", ""]
+    if not confidence["entities"]:
+        return lines + ["No entities were predicted: nothing to judge."]
+    calibrated = confidence["calibrated"]
+    how = "calibrated on the dev data by `calibration.json`" if calibrated else "uncalibrated"
+    lines.append(
+        f"Each entity's confidence is the probability of that whole entity under the model, {how}; an entity is right "
+        f"when its type and words match a gold entity exactly. Expected calibration error over the "
+        f"{confidence['entities']} predicted entities, {len(confidence['bins'])} equal-width bins: "
+        f"**{_share(confidence['ece'])}**"
+        + (f" (uncalibrated: {_share(confidence['ece_uncalibrated'])})." if calibrated else ".")
+        + f" Reliability plot: `{prefix}_reliability.png`."
+    )
+    lines += ["", "| confidence at least | entities kept | precision | recall |", "| ---: | ---: | ---: | ---: |"]
+    lines += [
+        f"| {row['threshold']} | {row['entities']} | {_share(row['precision'])} | {_share(row['recall'])} |"
+        for row in confidence["thresholds"]
+    ]
+    return lines
 
 
 def mistakes_markdown(report: dict[str, Any], split: Split) -> str:
@@ -214,15 +247,17 @@ def write_split_report(
     gold: Sequence[Sequence[str]],
     predicted: Sequence[Sequence[str]],
     scheme: str,
+    confidence: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``{prefix}_report.md/.json`` (scores, confusions: no text of the data) and ``{prefix}_mistakes.md/.json``
     (the first wrong sentences in context) into ``output_dir``; return the four paths in that order.
 
     ``scores`` are the split's scores (its prefix: ``eval`` for the dev set, ``predict`` for the test set).
     The two kinds are apart so that the scores can be published where the data cannot (``--push_eval_text``).
+    ``confidence`` (``SplitConfidence.figures()``) adds the report's confidence section.
     """
     split = scores.split
-    report = split_report(words, gold, predicted, scheme, scores)
+    report = split_report(words, gold, predicted, scheme, scores, confidence)
     mistakes = {key: report[key] for key in ("prefix", "sentences", "sentences_with_errors")}
     mistakes["mistakes"] = report.pop("mistakes")
     folder = Path(output_dir)

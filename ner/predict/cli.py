@@ -87,6 +87,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     predict.add_argument("--stride", type=int, default=None, help="sub-tokens shared by neighbouring windows")
     predict.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     predict.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="precision: auto = bf16 (else fp16) on a GPU, float32 on a CPU; bfloat16 also on a CPU")
+    predict.add_argument("--min_confidence", type=float, default=0.0, help="drop entities whose confidence (the "
+                         "probability of the whole entity, calibrated where the folder has calibration.json) is below "
+                         "this, 0 to 1: their words are tagged O; the log counts them (default 0: keep all)")
     export = commands.add_parser(
         "export", help="an ONNX Runtime folder of a trained folder, behind a parity gate (see ner/predict/export.py)"
     )
@@ -150,7 +153,7 @@ def check_predict_arguments(args: argparse.Namespace) -> None:
     if not os.path.isdir(args.model) and os.path.exists(args.model):
         raise ValueError(f"--model {args.model}: a file; give the output folder of run_ner.py.")
     check_model_path("--model", args.model)
-    check_numbers(vars(args), {"batch_size": Range(1), "chunk_size": Range(1)})
+    check_numbers(vars(args), {"batch_size": Range(1), "chunk_size": Range(1), "min_confidence": Range(0.0, 1.0)})
     check_window_options(args.max_seq_length, args.stride)
 
 
@@ -161,7 +164,8 @@ def _predict(args: argparse.Namespace) -> int:
     # Under `accelerate launch` each process tags its share of the chunks on its own device.
     state, device = process_state(args.device, args.output)
     predictor = NerPredictor(args.model, device=device, batch_size=args.batch_size,
-                             max_seq_length=args.max_seq_length, stride=args.stride, dtype=args.dtype)
+                             max_seq_length=args.max_seq_length, stride=args.stride, dtype=args.dtype,
+                             min_confidence=args.min_confidence)
     options = dict(input_format=input_format, output_format=args.output_format, chunk_size=args.chunk_size,
                    text_per_file=args.text_per_file)
     if args.output == "-":
@@ -170,6 +174,12 @@ def _predict(args: argparse.Namespace) -> int:
         count = predict_to_file(predictor, args.input, args.output, state=state, model_dir=args.model,
                                 progress=state.is_main_process, **options)
     logger.info("Tagged %d inputs of %s into %s", count, args.input, args.output)
+    if args.min_confidence:
+        found = predictor.dropped + predictor.kept
+        logger.info(
+            "--min_confidence %g: dropped %d of the %d entities found%s (their words tagged O).", args.min_confidence,
+            predictor.dropped, found, f" by process {state.process_index}" if state.num_processes > 1 else "",
+        )
     return 0
 
 

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file
 
 from ner.model.configuration import NerBertConfig
+from ner.model.confidence import CALIBRATION_FILE
 from ner.model.crf import CRF, TransitionRules, allowed_transitions
 from ner.model.modeling import decode_emissions
 
@@ -37,7 +38,9 @@ ONNX_FILE = "model.onnx"
 DECODING_FILE = "decoding.safetensors"  # a CRF's learnt transition, start and end scores
 EXPORT_FILE = "export.json"  # what was exported, how, and the parity figures
 # From the PyTorch folder: the tokenizer and the config.
-COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json")
+COPIED_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json", CALIBRATION_FILE,
+)
 PRECISIONS = ("float32", "int8")
 DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "int8": 0.99}  # int8 measured 99.2-99.3% (bench/RESULTS.md)
 DEFAULT_MAX_F1_DROP = {"float32": 0.001, "int8": 0.003}

@@ -7,13 +7,19 @@
 Inputs are encoded exactly as in training (``ner.data.alignment.encode_sentences``: sliding windows,
 document context), so nothing is truncated and every input word gets one tag. Examples are sorted by
 length and batched, run in bf16/fp16 on a GPU, and decoded by the model (argmax, constrained, CRF).
+
+Every word's score is the probability of its tag, and every entity's the probability of that whole entity, under the
+model's own distribution over tag paths (``ner.model.confidence``: forward-backward over the CRF, the softmax of a
+plain head); entity probabilities then go through the folder's calibration (``calibration.json``, fitted on dev data
+after training by ``ner.predict.calibration``). ``min_confidence`` drops the entities below it: their words are
+tagged ``O``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import chain
 from typing import Any
 
@@ -26,6 +32,9 @@ from ner.data.alignment import (
 )
 from ner.data.schemes import entities
 from ner.data.spans import WORD  # the one word rule for raw text, training spans and prediction alike
+from ner.limits import Range, check_number
+from ner.model.confidence import ConfidenceScorer, EntityCalibration, head_potentials
+from ner.model.crf import FORBIDDEN_SCORE
 from ner.model.modeling import BertForNer
 from ner.predict.onnx import OnnxTagger, is_exported
 from ner.sources.staging import check_weights_files
@@ -41,14 +50,15 @@ class Entity:
     end: int  # exclusive
     type: str
     text: str
-    score: float  # mean probability of the entity's word labels
+    score: float | None  # probability of the whole entity (calibrated where the folder is); None: confidences off
 
 
 @dataclass
 class Tagged:
     words: list[str]
     tags: list[str]
-    scores: list[float]  # probability of each word's tag
+    scores: list[float]  # probability of each word's tag (empty with confidences off)
+    entity_scores: list[float] = field(default_factory=list)  # probability of each entity of ``tags``, in order
 
 
 def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
@@ -61,7 +71,9 @@ class NerPredictor:
     """A trained folder (``run_ner.py --output_dir``) ready to tag.
 
     ``max_seq_length`` follows training's rule (``ner.data.alignment.resolve_max_seq_length``): default the
-    model's limit, at most 512; a value over the limit is refused.
+    model's limit, at most 512; a value over the limit is refused. ``calibrated=False`` ignores the folder's
+    calibration (entity confidences are the model's own probabilities); ``confidence=False`` tags without any scores (a little faster);
+    ``min_confidence`` drops entities less probable than that (``dropped``/``kept`` count them).
     """
 
     def __init__(
@@ -73,7 +85,13 @@ class NerPredictor:
         max_seq_length: int | None = None,
         stride: int | None = None,
         dtype: str = "auto",
+        calibrated: bool = True,
+        confidence: bool = True,
+        min_confidence: float = 0.0,
     ) -> None:
+        check_number("min_confidence", min_confidence, Range(0.0, 1.0))
+        if min_confidence and not confidence:
+            raise ValueError("min_confidence needs the confidences: leave confidence on.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number of inputs, 1 or more; got {batch_size!r}.")
         exported = is_exported(model_dir)  # a folder ner.predict.export wrote: ONNX Runtime, on the CPU
@@ -91,10 +109,12 @@ class NerPredictor:
             self.onnx = OnnxTagger(model_dir)
             self.model = None
             config = self.onnx.config
+            head = self.onnx
         else:
             check_weights_files(model_dir)
             self.model = BertForNer.from_pretrained(model_dir).to(self.device).eval()
             config = self.model.config
+            head = self.model
         self.config = config
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         require_fast_tokenizer(self.tokenizer, model_dir)
@@ -104,6 +124,12 @@ class NerPredictor:
         self.max_seq_length = resolve_max_seq_length(max_seq_length, self.tokenizer, config)
         check_stride(stride, self.max_seq_length)
         self.stride = stride
+        self.label2id = {label: i for i, label in self.id2label.items()}
+        label_list = [self.id2label[i] for i in range(len(self.id2label))]
+        self.scorer = ConfidenceScorer(label_list, head_potentials(head.crf, head.rules, len(label_list))) if confidence else None
+        self.calibration = EntityCalibration.read(model_dir) if calibrated else EntityCalibration()
+        self.min_confidence = min_confidence
+        self.dropped = self.kept = 0  # entities below / at or above min_confidence, over every call
 
     def _autocast_dtype(self, dtype: str) -> torch.dtype | None:
         """Mixed precision: ``auto`` is bf16 (else fp16) on a GPU and float32 on a CPU, where bf16 is opt-in."""
@@ -118,11 +144,18 @@ class NerPredictor:
             raise ValueError("float16 is for GPUs; on a CPU use dtype='bfloat16' (fast where the CPU has bf16 instructions) or float32.")
         return choices[dtype]
 
-    @torch.inference_mode()
     def tag(self, sentences: Sequence[Sequence[str]], documents: Sequence[int] | None = None) -> list[Tagged]:
         """One ``Tagged`` per sentence, every word tagged; ``documents`` (ids) turn on the model's context."""
+        return self.tag_with_emissions(sentences, documents)[0]
+
+    @torch.inference_mode()
+    def tag_with_emissions(
+        self, sentences: Sequence[Sequence[str]], documents: Sequence[int] | None = None
+    ) -> tuple[list[Tagged], list[torch.Tensor]]:
+        """``tag``, and each sentence's word-level emissions (``[words, labels]``, float32 on the CPU, each word's
+        read where its tag is: what its confidences are computed from; empty with confidences off)."""
         if not sentences:
-            return []
+            return [], []
         examples = encode_sentences(
             sentences,
             tokenizer=self.tokenizer,
@@ -132,8 +165,6 @@ class NerPredictor:
             context_size=self.config.context_size if documents is not None else 0,
         )
         count = len(examples["input_ids"])
-        labels: list[list[int]] = [[] for _ in range(count)]  # per example: the label id decoded at each position
-        probabilities: list[list[float]] = [[] for _ in range(count)]  # and its probability
         order = sorted(range(count), key=lambda i: len(examples["input_ids"][i]))
         pad_id = self.tokenizer.pad_token_id  # read once: each read is a vocabulary lookup
         pending: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []  # each batch's rows and device outputs
@@ -155,17 +186,64 @@ class NerPredictor:
                     output = self.model(input_ids=ids, attention_mask=attention, word_starts=first, **edges)
                 predicted = output.predictions
                 emissions = output.logits if output.emissions is None else output.emissions  # the classifier's own scores
-            chosen = emissions.float().softmax(-1).gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
-            pending.append((rows, predicted, chosen))
+            pending.append((rows, predicted, emissions.float() if self.scorer is not None else None))
         # Read back only now: on a GPU the batches above were queued without waiting for one another.
-        for rows, predicted, chosen in pending:
-            for r, row_labels, row_probabilities in zip(rows, predicted.cpu().tolist(), chosen.cpu().tolist()):
-                labels[r], probabilities[r] = row_labels, row_probabilities
+        labels: list[list[int]] = [[] for _ in range(count)]  # per example: the label id decoded at each position
+        where: list[tuple[int, int, int]] = [(0, 0, 0)] * count  # per example: its batch's offset, row and width
+        flat: list[torch.Tensor] = []
+        offset = 0
+        for rows, predicted, emissions in pending:
+            for local, (r, row_labels) in enumerate(zip(rows, predicted.cpu().tolist())):
+                labels[r] = row_labels
+                where[r] = (offset, local, predicted.shape[1])
+            if emissions is not None:
+                flat.append(emissions.cpu().flatten(0, 1))
+                offset += emissions.shape[0] * emissions.shape[1]
         sources = word_sources(examples, [len(words) for words in sentences])
         tags = word_tags(labels, sources, self.id2label)
-        # A word with no sub-token is O by rule, not by the model: certain.
-        scores = [[1.0 if source is None else probabilities[source[0]][source[1]] for source in sentence] for sentence in sources]
-        return [Tagged(list(w), t, s) for w, t, s in zip(sentences, tags, scores)]
+        if self.scorer is None:
+            return [Tagged(list(w), t, []) for w, t in zip(sentences, tags)], []
+        stitched = self._word_emissions(sources, where, torch.cat(flat))
+        tag_ids = [[self.label2id[tag] for tag in sentence] for sentence in tags]
+        marginals, probabilities = self.scorer.score(stitched, tag_ids)
+        probabilities = [[self.calibration(p) for p in sentence] for sentence in probabilities]
+        tagged = [self._confident(list(w), t, m, p) for w, t, m, p in zip(sentences, tags, marginals, probabilities)]
+        return tagged, stitched
+
+    def _word_emissions(
+        self, sources: list[list[tuple[int, int] | None]], where: list[tuple[int, int, int]], flat: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Each sentence's emissions ``[words, labels]``, each word's read where its tag is read. A word with no
+        sub-token is ``O`` by rule: its row allows ``O`` alone."""
+        outside = self.label2id.get("O")
+        certain = torch.full((1, flat.shape[1]), FORBIDDEN_SCORE)
+        if outside is not None:
+            certain[0, outside] = 0.0
+        flat = torch.cat([flat, certain])
+        spare = len(flat) - 1
+        index = [
+            spare if source is None else where[source[0]][0] + where[source[0]][1] * where[source[0]][2] + source[1]
+            for sentence in sources
+            for source in sentence
+        ]
+        words = flat[torch.tensor(index, dtype=torch.long)]
+        return list(words.split([len(sentence) for sentence in sources]))
+
+    def _confident(self, words: list[str], tags: list[str], marginals: torch.Tensor, probabilities: list[float]) -> Tagged:
+        """``Tagged`` with its scores; entities below ``min_confidence`` become ``O`` (scored by ``O``'s probability)."""
+        if self.min_confidence:
+            kept = []
+            for (first, end, _), probability in zip(entities(tags), probabilities):
+                if probability < self.min_confidence:
+                    tags[first:end] = ["O"] * (end - first)
+                    self.dropped += 1
+                else:
+                    kept.append(probability)
+                    self.kept += 1
+            probabilities = kept
+        ids = torch.tensor([self.label2id[tag] for tag in tags], dtype=torch.long)
+        scores = marginals.gather(1, ids[:, None]).squeeze(1).tolist() if len(tags) else []
+        return Tagged(words, tags, scores, probabilities)
 
     def entities(self, tagged: Tagged, text: str | None = None, offsets: Sequence[tuple[int, int]] | None = None) -> list[Entity]:
         """Character-level spans of ``tagged``'s entities in ``text`` (default: the words joined by spaces)."""
@@ -175,10 +253,10 @@ class NerPredictor:
                 offsets.append((position, position + len(word)))
                 position += len(word) + 1
         found = []
-        for first, end, entity_type in entities(tagged.tags):
+        scores = tagged.entity_scores or [None] * len(tagged.tags)
+        for (first, end, entity_type), score in zip(entities(tagged.tags), scores):
             start, stop = offsets[first][0], offsets[end - 1][1]
-            score = sum(tagged.scores[first:end]) / (end - first)
-            found.append(Entity(start, stop, entity_type, text[start:stop], round(score, 4)))
+            found.append(Entity(start, stop, entity_type, text[start:stop], None if score is None else round(score, 4)))
         return found
 
     def predict_text(self, texts: Sequence[str]) -> list[list[Entity]]:

@@ -52,7 +52,7 @@ PROGRESS = "merged.json"
 LOCK = "lock"
 PART = re.compile(r"chunk-(\d{8,})")
 # What decides the model's tags: config, tokenizer files, weights.
-MODEL_FILES = re.compile(r"model\.onnx|decoding\.safetensors|config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|vocab\.txt|.*\.model"
+MODEL_FILES = re.compile(r"model\.onnx|decoding\.safetensors|calibration\.json|config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|vocab\.txt|.*\.model"
                          r"|(pytorch_)?model.*\.(safetensors|bin|json)")
 
 
@@ -121,6 +121,7 @@ def manifest(
         "input_format": input_format, "output_format": output_format, "text_per_file": text_per_file,
         "chunk_size": chunk_size, "batch_size": predictor.batch_size, "max_seq_length": predictor.max_seq_length,
         "stride": predictor.stride, "precision": str(predictor.autocast or "float32"), "device_type": predictor.device.type,
+        "min_confidence": predictor.min_confidence,
     }
 
 

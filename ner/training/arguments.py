@@ -58,6 +58,14 @@ class NerTrainingArguments(TrainingArguments):
         default="auto",
         metadata={"help": "Where to log: 'tensorboard', 'wandb', 'none', ...; 'auto' = tensorboard when installed."},
     )
+    calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "After training, fit the temperature of the confidences on the validation data (calibration.json in "
+            "the output folder, applied by prediction): entity confidences then match how often entities are right. "
+            "false: leave them uncalibrated."
+        },
+    )
     pack_sequences: bool = field(
         default=True,
         metadata={

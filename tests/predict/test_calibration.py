@@ -1,0 +1,203 @@
+"""Entity confidences: calibration error, thresholds, the fitted calibration, and what prediction and run_ner do with them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import run_ner
+from conftest import DEMO_DATA
+from ner.data.conll import read_conll
+from ner.data.schemes import entities
+from ner.model.confidence import ConfidenceScorer, EntityCalibration, head_potentials
+from ner.predict import cli
+from ner.predict.calibration import (
+    Judged, at_thresholds, documents_of, fit_calibration, judge, log_loss, reliability,
+)
+from ner.predict.predictor import NerPredictor
+
+LABELS = ["O", "B-A", "I-A", "B-B", "I-B"]
+
+
+def test_reliability_bins_and_expected_calibration_error():
+    judged = Judged([0.05, 0.15, 0.95, 0.95, 1.0], [False, False, True, False, True], gold=4)
+    error, bins = reliability(judged)
+    assert error == pytest.approx(0.2 * 0.05 + 0.2 * 0.15 + 0.6 * abs(2 / 3 - 2.9 / 3))
+    assert [row["entities"] for row in bins] == [1, 1, 0, 0, 0, 0, 0, 0, 0, 3]
+    assert bins[9]["accuracy"] == pytest.approx(2 / 3) and bins[9]["confidence"] == pytest.approx(2.9 / 3)
+    assert bins[4]["confidence"] is None and bins[4]["accuracy"] is None
+    assert reliability(Judged([], [], gold=3))[0] is None
+
+
+def test_precision_and_recall_above_each_threshold():
+    judged = Judged([0.4, 0.85, 0.92, 0.97], [False, True, False, True], gold=5)
+    rows = {row["threshold"]: row for row in at_thresholds(judged)}
+    assert rows[0.5] == {"threshold": 0.5, "entities": 3, "precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 5)}
+    assert rows[0.9]["entities"] == 2 and rows[0.9]["precision"] == pytest.approx(0.5)
+    assert rows[0.95]["precision"] == 1.0 and rows[0.95]["recall"] == pytest.approx(0.2)
+    assert at_thresholds(Judged([0.3], [True], gold=1))[0]["precision"] is None
+
+
+def test_judge_counts_an_entity_right_only_on_exactly_the_gold_words():
+    gold = [["B-A", "I-A", "O", "B-B"]]
+    judged = judge([["B-A", "I-A", "O", "B-A"]], [[0.9, 0.6]], gold)
+    assert judged.correct == [True, False] and judged.confidences == [0.9, 0.6] and judged.gold == 2
+    judged = judge([["B-A", "O", "O", "O"]], [[0.7]], gold)
+    assert judged.correct == [False]
+
+
+def test_documents_start_at_each_doc_start():
+    assert documents_of([True, False, False, True, False]) == [0, 0, 0, 1, 1]
+    assert documents_of([False, False]) == [0, 0]
+
+
+def synthetic_split(sentences: int, seed: int, sharpness: float = 3.0):
+    """A plain classifier that is ``sharpness`` times too sure: its emissions are the true scores times ``sharpness``,
+    and the gold tags are drawn from the true scores. Returns its tags, its entity confidences and the gold tags."""
+    generator = torch.Generator().manual_seed(seed)
+    scorer = ConfidenceScorer(LABELS, head_potentials(None, None, len(LABELS)))
+    true = [torch.randn(6, len(LABELS), generator=generator) * 1.5 for _ in range(sentences)]
+    gold = [[LABELS[i] for i in torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1).tolist()] for scores in true]
+    emissions = [scores * sharpness for scores in true]
+    tags = [scores.argmax(-1).tolist() for scores in emissions]
+    _, confidences = scorer.score(emissions, tags)
+    return [[LABELS[i] for i in row] for row in tags], confidences, gold
+
+
+def test_calibration_lowers_the_error_of_an_over_confident_model():
+    dev = judge(*synthetic_split(600, seed=1))
+    test = judge(*synthetic_split(600, seed=2))
+    before = reliability(test)[0]
+    calibration = fit_calibration(dev.confidences, dev.correct)
+    after = reliability(Judged([calibration(p) for p in test.confidences], test.correct, test.gold))[0]
+    assert before > 0.2  # the model is far too sure
+    assert after < 0.05 and after < before / 4
+    assert calibration.slope < 1  # it was too sure: the log-odds shrink
+    calibrated_dev = [calibration(p) for p in dev.confidences]
+    assert log_loss(calibrated_dev, dev.correct) < log_loss(dev.confidences, dev.correct)
+
+
+def test_fitting_without_entities_or_with_all_right_stays_near_the_identity():
+    assert fit_calibration([], []) == EntityCalibration()
+    calibration = fit_calibration([0.9, 0.95, 0.8], [True, True, True])
+    assert calibration.slope > 0 and calibration(0.5) > 0.5  # pulled up, not to certainty
+    assert calibration(0.9) < 0.9999
+
+
+# --- the predictor ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagger_copy(tagger, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("calibrated") / "model"
+    shutil.copytree(tagger.out, folder)
+    return folder
+
+
+def test_run_ner_calibrates_after_training_and_reports_confidence(tagger):
+    saved = json.loads((tagger.out / "calibration.json").read_text())
+    assert saved["method"] == "platt" and saved["slope"] > 0 and saved["fitted_on"].endswith("dev.txt")
+    assert saved["entities"] > 0 and saved["ece_after"] <= saved["ece_before"] + 0.05
+    for prefix in ("eval", "predict"):
+        assert f"{prefix}_ece" in tagger.results and f"{prefix}_ece_uncalibrated" in tagger.results
+        assert 0 <= tagger.results[f"{prefix}_precision_at_0.5"] <= 1
+        report = (tagger.out / f"{prefix}_report.md").read_text()
+        assert "## Confidence" in report and "| 0.9 |" in report and f"`{prefix}_reliability.png`" in report
+        figures = json.loads((tagger.out / f"{prefix}_report.json").read_text())["confidence"]
+        assert figures["ece"] == pytest.approx(tagger.results[f"{prefix}_ece"])
+        assert figures["calibration"] == {"slope": pytest.approx(saved["slope"]), "intercept": pytest.approx(saved["intercept"])}
+        assert (tagger.out / f"{prefix}_reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predictor_applies_the_folders_calibration_to_entities(tagger_copy, tagger):
+    words = [s.words for s in read_conll(tagger.data / "test.txt")][:40]
+    own = NerPredictor(str(tagger_copy), device="cpu", calibrated=False).tag(words)
+    (tagger_copy / "calibration.json").write_text('{"method": "platt", "slope": 0.5, "intercept": -0.5}')
+    calibrated = NerPredictor(str(tagger_copy), device="cpu").tag(words)
+    calibration = EntityCalibration(0.5, -0.5)
+    assert sum(len(t.entity_scores) for t in own) > 10
+    for mine, theirs in zip(own, calibrated):
+        assert mine.tags == theirs.tags and mine.scores == theirs.scores  # words keep the model's own marginals
+        assert len(mine.entity_scores) == len(entities(mine.tags))
+        assert theirs.entity_scores == pytest.approx([calibration(p) for p in mine.entity_scores])
+        assert all(0 <= p <= 1 for p in mine.scores + mine.entity_scores)
+
+
+def test_min_confidence_drops_entities_and_counts_them(tagger):
+    words = [s.words for s in read_conll(tagger.data / "test.txt")][:40]
+    everything = NerPredictor(str(tagger.out), device="cpu").tag(words)
+    scores = sorted(p for t in everything for p in t.entity_scores)
+    threshold = threshold_between(scores)
+    predictor = NerPredictor(str(tagger.out), device="cpu", min_confidence=threshold)
+    kept = predictor.tag(words)
+    assert predictor.dropped == sum(p < threshold for p in scores) > 0 and predictor.kept == len(scores) - predictor.dropped
+    for full, some in zip(everything, kept):
+        survivors = [(span, p) for span, p in zip(entities(full.tags), full.entity_scores) if p >= threshold]
+        assert list(zip(entities(some.tags), some.entity_scores)) == pytest.approx(survivors)
+        dropped_words = {w for span, p in zip(entities(full.tags), full.entity_scores) if p < threshold for w in range(span[0], span[1])}
+        assert all(some.tags[w] == "O" for w in dropped_words)
+    entities_of = predictor.entities(kept[0])
+    assert all(entity.score >= threshold for entity in entities_of)
+
+
+def test_confidences_off_and_bad_thresholds(tagger):
+    predictor = NerPredictor(str(tagger.out), device="cpu", confidence=False)
+    tagged = predictor.tag([["Maria", "went", "home"]])[0]
+    assert tagged.scores == [] and tagged.entity_scores == []
+    assert all(entity.score is None for entity in predictor.entities(tagged))
+    with pytest.raises(ValueError, match="min_confidence needs the confidences"):
+        NerPredictor(str(tagger.out), confidence=False, min_confidence=0.5)
+    with pytest.raises(ValueError, match="min_confidence must be"):
+        NerPredictor(str(tagger.out), min_confidence=1.5)
+
+
+def threshold_between(scores: list[float]) -> float:
+    """A threshold with entities on both sides of it (between two distinct confidences in the middle)."""
+    distinct = sorted(set(scores))
+    middle = max(len(distinct) // 2 - 1, 0)
+    return (distinct[middle] + distinct[middle + 1]) / 2
+
+
+def test_predict_command_min_confidence(tagger, tmp_path, caplog):
+    source = tagger.data / "test.txt"
+    everything, some = tmp_path / "all.jsonl", tmp_path / "some.jsonl"
+    common = ["predict", "--model", str(tagger.out), "--input", str(source), "--output_format", "jsonl", "--device", "cpu"]
+    assert cli.main([*common, "--output", str(everything)]) == 0
+    found = [e for line in everything.read_text().splitlines() for e in json.loads(line)["entities"]]
+    words = [s.words for s in read_conll(source)]
+    exact = [p for t in NerPredictor(str(tagger.out), device="cpu").tag(words) for p in t.entity_scores]
+    assert [e["score"] for e in found] == pytest.approx(exact, abs=1e-4)
+    threshold = threshold_between(exact)
+    with caplog.at_level(logging.INFO, logger="ner.predict.cli"):
+        assert cli.main([*common, "--output", str(some), "--min_confidence", repr(threshold)]) == 0
+    kept = [e for line in some.read_text().splitlines() for e in json.loads(line)["entities"]]
+    assert kept == [e for e, p in zip(found, exact) if p >= threshold] and 0 < len(kept) < len(found)
+    assert f"dropped {len(found) - len(kept)} of the {len(found)} entities found" in caplog.text
+
+
+def test_predict_command_refuses_a_threshold_outside_0_to_1(tagger, tmp_path, capsys):
+    from ner.errors import run_cli
+
+    argv = ["predict", "--model", str(tagger.out), "--input", str(tagger.data / "test.txt"), "--output", str(tmp_path / "o"),
+            "--min_confidence", "2"]
+    assert run_cli(cli.main, argv) == 2
+    assert "--min_confidence must be" in capsys.readouterr().err
+
+
+@pytest.mark.integration  # a whole run_ner.py run
+def test_calibrate_false_leaves_confidences_uncalibrated(tiny_bert, tmp_path):
+    results = run_ner.main([
+        "--model_name_or_path", str(tiny_bert), "--train_file", str(DEMO_DATA / "train.txt"),
+        "--validation_file", str(DEMO_DATA / "dev.txt"), "--output_dir", str(tmp_path / "out"),
+        "--data_cache_dir", str(tmp_path / "cache"), "--do_train", "--do_eval", "--max_steps", "2",
+        "--report_to", "none", "--calibrate", "false",
+    ])
+    assert not (tmp_path / "out" / "calibration.json").exists()
+    assert "eval_f1" in results
+    figures = json.loads((tmp_path / "out" / "eval_report.json").read_text())["confidence"]
+    assert figures["calibrated"] is False
