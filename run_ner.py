@@ -272,7 +272,7 @@ def select_splits(raw, data_args: DataArguments, training_args: NerTrainingArgum
 def confidence_predictor(
     model_source: str, raw, files, data_args: DataArguments, training_args: NerTrainingArguments, max_seq_length: int
 ) -> NerPredictor | None:
-    """The predictor whose confidences the reports judge: the trained output folder, its temperature first fitted on the
+    """The predictor whose confidences the reports judge: the trained output folder, its entity calibration first fitted on the
     validation data (unless --calibrate false), or, without training, the model's own folder as it is."""
     folder = training_args.output_dir if training_args.do_train else model_source
     if not os.path.isdir(folder):

@@ -1,11 +1,13 @@
-"""Calibrated entity confidences on whole corpora: expected calibration error before and after the temperature
+"""Calibrated entity confidences on whole corpora: expected calibration error before and after the calibration
 fitted on dev, precision and recall above confidence thresholds, and prediction speed with and without confidences.
 
 Each folder is a run_ner.py output folder trained with the defaults (``--output_dir DIR`` named ``CORPUS-SEED``, see
-bench/RESULTS.md "Calibrated confidence" for the commands). The temperature is fitted by the function run_ner.py
+bench/RESULTS.md "Calibrated confidence" for the commands). The calibration is fitted by the function run_ner.py
 calls after training (``ner.predict.calibration.calibrate_folder``, on the corpus' dev.txt, written to the folder's
 calibration.json), then the test file is tagged by ``NerPredictor`` as ``python -m ner predict`` tags it. Speed: the
 whole test file tagged with and without confidences, alternately, ``--repeats`` times each (the best of each kept).
+"by chance": the mean error a perfectly calibrated model with the same confidences shows on a test set of this size
+(each entity drawn right with probability its confidence, 200 draws): the floor that 10-bin ECE cannot go below.
 
     OMP_WAIT_POLICY=PASSIVE python bench/calibration.py /tmp/cal/ncbi_disease-42 /tmp/cal/conll2003-42 ... \\
         --out bench/calibration.jsonl [--speed]
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -25,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ner.data.conll import read_conll  # noqa: E402
-from ner.predict.calibration import calibrate_folder, split_confidence  # noqa: E402
+from ner.predict.calibration import Judged, calibrate_folder, reliability, split_confidence  # noqa: E402
 from ner.predict.predictor import NerPredictor  # noqa: E402
 from ner.training.metrics import entity_scores  # noqa: E402
 
@@ -56,6 +59,17 @@ def speed(folder: Path, words: list[list[str]], repeats: int, batch_size: int) -
     }
 
 
+def chance_error(confidences: list[float], draws: int = 200, seed: int = 0) -> float:
+    """Mean expected calibration error of a perfectly calibrated model with these confidences (each entity right with
+    probability its confidence): what binning a finite test set shows by chance alone."""
+    generator = random.Random(seed)
+    total = 0.0
+    for _ in range(draws):
+        outcomes = [generator.random() < p for p in confidences]
+        total += reliability(Judged(confidences, outcomes, gold=0))[0]
+    return total / draws
+
+
 def measure(folder: Path, data_root: Path, args: argparse.Namespace) -> dict:
     corpus, seed = folder.name.rsplit("-", 1)
     data = data_root / corpus
@@ -69,11 +83,13 @@ def measure(folder: Path, data_root: Path, args: argparse.Namespace) -> dict:
     figures = confidence.figures()
     tagged = predictor.tag(words)
     row = {
-        "corpus": corpus, "seed": int(seed), "temperature": fitted["temperature"], "dev_entities": fitted["entities"],
+        "corpus": corpus, "seed": int(seed), "slope": fitted["slope"], "intercept": fitted["intercept"],
+        "dev_entities": fitted["entities"],
         "dev_ece_before": round(fitted["ece_before"], 4), "dev_ece_after": round(fitted["ece_after"], 4),
         "fit_seconds": round(fit_seconds, 1),
         "test_entities": figures["entities"], "test_f1": round(entity_scores(tags, [t.tags for t in tagged], "IOB2")["f1"], 4),
         "test_ece_before": round(figures["ece_uncalibrated"], 4), "test_ece_after": round(figures["ece"], 4),
+        "test_ece_by_chance": round(chance_error(confidence.calibrated.confidences), 4),
         **{f"test_precision_at_{r['threshold']}": r["precision"] and round(r["precision"], 4) for r in figures["thresholds"]},
         **{f"test_recall_at_{r['threshold']}": r["recall"] and round(r["recall"], 4) for r in figures["thresholds"]},
         **{f"test_entities_at_{r['threshold']}": r["entities"] for r in figures["thresholds"]},
@@ -86,9 +102,9 @@ def measure(folder: Path, data_root: Path, args: argparse.Namespace) -> dict:
 
 def summary(rows: list[dict]) -> str:
     lines = [
-        "| corpus | seed | T | dev ECE before → after | test ECE before → after | test entities | precision ≥0.5 / 0.8 / 0.9 / 0.95 "
+        "| corpus | seed | slope, intercept | dev ECE before → after | test ECE before → after (by chance) | test entities | precision ≥0.5 / 0.8 / 0.9 / 0.95 "
         "| recall ≥0.9 | speed with / without confidences (sentences/s) |",
-        "| --- | --- | ---: | --- | --- | ---: | --- | ---: | --- |",
+        "| --- | --- | --- | --- | --- | ---: | --- | ---: | --- |",
     ]
     for row in rows:
         precisions = " / ".join(f"{row[f'test_precision_at_{t}']:.3f}" if row[f"test_precision_at_{t}"] is not None else "-"
@@ -96,8 +112,8 @@ def summary(rows: list[dict]) -> str:
         speed_cell = (f"{row['sentences_per_second_with_confidence']} / {row['sentences_per_second_without']} "
                       f"({(row['speed_ratio'] - 1) * 100:+.1f}%)") if "speed_ratio" in row else ""
         lines.append(
-            f"| {row['corpus']} | {row['seed']} | {row['temperature']:.3f} | {row['dev_ece_before']:.4f} → {row['dev_ece_after']:.4f} "
-            f"| {row['test_ece_before']:.4f} → {row['test_ece_after']:.4f} | {row['test_entities']} | {precisions} "
+            f"| {row['corpus']} | {row['seed']} | {row['slope']:.3f}, {row['intercept']:.3f} | {row['dev_ece_before']:.4f} → {row['dev_ece_after']:.4f} "
+            f"| {row['test_ece_before']:.4f} → {row['test_ece_after']:.4f} ({row['test_ece_by_chance']:.4f}) | {row['test_entities']} | {precisions} "
             f"| {row['test_recall_at_0.9']:.3f} | {speed_cell} |"
         )
     after = [row["test_ece_after"] for row in rows]

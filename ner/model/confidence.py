@@ -1,5 +1,6 @@
 """How sure the model is: each word's tag probability and each entity's probability, under the model's own
-distribution over tag paths, optionally at a temperature fitted on dev data (``ner.predict.calibration``).
+distribution over tag paths; and the calibration of entity probabilities that a folder may carry (``calibration.json``,
+fitted on dev data after training by ``ner.predict.calibration``).
 
 The distribution is the one the model decodes with: a CRF's (emissions plus its learnt transition, start and end
 scores), a plain classifier's per-word softmax (no transition scores), or, with constrained decoding, that softmax
@@ -9,9 +10,6 @@ path drawn from the model reads that very entity (that type on exactly those wor
 ``ner.data.schemes.entities`` reads it): a forward pass restricted to such paths across the span, between the
 unrestricted forward scores before it and the backward scores after it. Not a mean of word scores: two words each
 90% sure of their tag can make an entity that is 81% sure, or less.
-
-A temperature ``T`` divides every score (emissions, transitions, start, end). The best path is the same at any T,
-so tags and F1 never change; only how peaked the distribution is, and with it every confidence.
 """
 
 from __future__ import annotations

@@ -194,6 +194,19 @@ def eval_text_note(eval_text_on_hub: bool) -> list[str]:
     ]
 
 
+def confidence_sentence(confidence: dict[str, float]) -> str:
+    """One line on a split's entity confidences: their calibration error and what a threshold of 0.9 keeps."""
+    text = f"Entity confidences (probability of each whole entity): expected calibration error {confidence['ece']:.4f}"
+    if "ece_uncalibrated" in confidence and confidence["ece_uncalibrated"] != confidence["ece"]:
+        text += f" after calibration on the dev data ({confidence['ece_uncalibrated']:.4f} before)"
+    if "precision_at_0.9" in confidence:
+        text += (
+            f"; the entities at confidence 0.9 or more have precision {confidence['precision_at_0.9']:.4f} "
+            f"and recall {confidence['recall_at_0.9']:.4f}"
+        )
+    return text + "."
+
+
 def card_body(output_dir: Path, card: CardData, results: Results, plots: Sequence[str]) -> str:
     """The card's markdown below the YAML header."""
     model_name, base_model, label_list, scheme = card.model_name, card.base_model, card.label_list, card.scheme
@@ -231,6 +244,8 @@ def card_body(output_dir: Path, card: CardData, results: Results, plots: Sequenc
             lines.append(
                 f"Read by plain transformers (argmax of the emissions, without this model's decoding): F1 {scores.plain_f1:.4f}."
             )
+        if "ece" in scores.confidence:
+            lines.append(confidence_sentence(scores.confidence))
         if lines[-1] == "":
             lines.pop()
     if results.splits:

@@ -11,7 +11,7 @@ for the reports, plots and model card.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ SCORED_SPLITS = (VALIDATION, TEST)  # the splits with entity scores, in the orde
 OVERALL = {"precision": "precision", "recall": "recall", "f1": "f1", "accuracy": "accuracy", "number": "support"}
 STRICT = ("precision", "recall", "f1")  # seqeval strict: ``eval_f1_strict`` ...
 PER_TYPE = ("precision", "recall", "f1", "number")  # ``eval_PER_f1`` ...
+# Entity confidences (ner.predict.calibration.SplitConfidence.metrics): ``eval_ece`` ...
+CONFIDENCE = ("ece", "ece_uncalibrated", "precision_at_0.9", "recall_at_0.9")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class SplitScores:
     strict: dict[str, float]
     per_type: dict[str, dict[str, float]]
     plain_f1: float | None = None  # a Viterbi model's emissions read by argmax (what plain transformers gives)
+    confidence: dict[str, float] = field(default_factory=dict)  # CONFIDENCE figures of the entity confidences, those recorded
 
     @classmethod
     def from_metrics(cls, metrics: Mapping[str, float], split: Split) -> SplitScores:
@@ -80,7 +83,8 @@ class SplitScores:
                 if value is not None:
                     row["support" if name == "number" else name] = int(value) if name == "number" else float(value)
             per_type[entity_type] = row
-        return cls(split, overall, strict, per_type, metrics.get(split.key("plain_f1")))
+        confidence = {name: metrics[split.key(name)] for name in CONFIDENCE if split.key(name) in metrics}
+        return cls(split, overall, strict, per_type, metrics.get(split.key("plain_f1")), confidence)
 
 
 @dataclass(frozen=True)

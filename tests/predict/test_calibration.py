@@ -112,6 +112,8 @@ def test_run_ner_calibrates_after_training_and_reports_confidence(tagger):
         assert figures["ece"] == pytest.approx(tagger.results[f"{prefix}_ece"])
         assert figures["calibration"] == {"slope": pytest.approx(saved["slope"]), "intercept": pytest.approx(saved["intercept"])}
         assert (tagger.out / f"{prefix}_reliability.png").read_bytes()[:4] == b"\x89PNG"
+    card = (tagger.out / "README.md").read_text()
+    assert "Entity confidences (probability of each whole entity): expected calibration error" in card
 
 
 def test_predictor_applies_the_folders_calibration_to_entities(tagger_copy, tagger):
@@ -201,3 +203,16 @@ def test_calibrate_false_leaves_confidences_uncalibrated(tiny_bert, tmp_path):
     assert "eval_f1" in results
     figures = json.loads((tmp_path / "out" / "eval_report.json").read_text())["confidence"]
     assert figures["calibrated"] is False
+
+
+@pytest.mark.integration  # exports the session's tagger
+def test_an_onnx_export_carries_the_calibration(tagger_copy, tagger, tmp_path):
+    from ner.predict.export import export_folder
+
+    (tagger_copy / "calibration.json").write_text('{"method": "platt", "slope": 0.5, "intercept": -0.5}')
+    export_folder(str(tagger_copy), str(tmp_path / "onnx"))
+    assert (tmp_path / "onnx" / "calibration.json").read_bytes() == (tagger_copy / "calibration.json").read_bytes()
+    words = [s.words for s in read_conll(tagger.data / "test.txt")][:20]
+    exported = NerPredictor(str(tmp_path / "onnx")).tag(words)
+    source = NerPredictor(str(tagger_copy), device="cpu").tag(words)
+    assert [t.entity_scores for t in exported] == [pytest.approx(t.entity_scores, abs=1e-3) for t in source]
