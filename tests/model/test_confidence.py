@@ -19,19 +19,15 @@ LABELS = {
 }
 
 
-def enumerate_paths(emissions: torch.Tensor, potentials) -> list[tuple[tuple[int, ...], float]]:
-    """Every label path of one sentence with its probability, by brute force."""
+def enumerate_paths(emissions: torch.Tensor, potentials) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every label path of one sentence (``[paths, words]``) and its probability, by brute force (float64)."""
     transitions, start, end = (p.double() for p in potentials)
     emissions = emissions.double()
     words, labels = emissions.shape
-    scored = []
-    for path in itertools.product(range(labels), repeat=words):
-        score = start[path[0]] + end[path[-1]] + sum(emissions[t, y] for t, y in enumerate(path))
-        score += sum(transitions[a, b] for a, b in zip(path, path[1:]))
-        scored.append((path, float(score)))
-    top = max(s for _, s in scored)
-    total = sum(math.exp(s - top) for _, s in scored)
-    return [(path, math.exp(s - top) / total) for path, s in scored]
+    paths = torch.tensor(list(itertools.product(range(labels), repeat=words)))
+    score = start[paths[:, 0]] + end[paths[:, -1]] + emissions[torch.arange(words), paths].sum(dim=1)
+    score = score + transitions[paths[:, :-1], paths[:, 1:]].sum(dim=1)
+    return paths, score.softmax(dim=0)
 
 
 def crf_potentials(labels: list[str], scheme: str, seed: int):
@@ -57,21 +53,25 @@ def test_marginals_and_entity_probabilities_match_enumeration(scheme, head):
     generator = torch.Generator().manual_seed(7)
     sentences = [torch.randn(n, len(labels), generator=generator) * 2 for n in (1, 2, 4, 3, 5)]
     # Tag each sentence with its most probable path, and also with a random one (entities anywhere, opened by I-).
-    tagged = [max(enumerate_paths(emissions, potentials), key=lambda item: item[1])[0] for emissions in sentences]
+    tagged = []
+    for emissions in sentences:
+        paths, probabilities = enumerate_paths(emissions, potentials)
+        tagged.append(tuple(paths[probabilities.argmax()].tolist()))
     tagged += [tuple(torch.randint(1, len(labels), (len(e),), generator=generator).tolist()) for e in sentences]
-    marginals, probabilities = scorer.score(sentences + sentences, tagged)
-    for emissions, tags, words, found in zip(sentences + sentences, tagged, marginals, probabilities):
-        paths = enumerate_paths(emissions, potentials)
-        assert words.sum(dim=1).tolist() == pytest.approx([1.0] * len(emissions), abs=1e-5)
+    marginals, found = scorer.score(sentences + sentences, tagged)
+    for emissions, tags, words, entity_probabilities in zip(sentences + sentences, tagged, marginals, found):
+        paths, probabilities = enumerate_paths(emissions, potentials)
+        expected = torch.zeros(len(emissions), len(labels), dtype=torch.float64)
         for t in range(len(emissions)):
-            for y in range(len(labels)):
-                expected = sum(p for path, p in paths if path[t] == y)
-                assert words[t, y].item() == pytest.approx(expected, abs=1e-5)
+            expected[t].index_add_(0, paths[:, t], probabilities)
+        assert words.sum(dim=1).tolist() == pytest.approx([1.0] * len(emissions), abs=1e-5)
+        assert torch.allclose(words.double(), expected, atol=1e-5)
+        read = [set(entities([labels[y] for y in path])) for path in paths.tolist()]
         spans = entities([labels[y] for y in tags])
-        assert len(found) == len(spans)
-        for span, probability in zip(spans, found):
-            expected = sum(p for path, p in paths if span in entities([labels[y] for y in path]))
-            assert probability == pytest.approx(expected, abs=1e-5), (scheme, head, tags, span)
+        assert len(entity_probabilities) == len(spans)
+        for span, probability in zip(spans, entity_probabilities):
+            reading = torch.tensor([span in found_spans for found_spans in read])
+            assert probability == pytest.approx(probabilities[reading].sum().item(), abs=1e-5), (scheme, head, tags, span)
 
 
 def test_softmax_head_marginals_are_the_softmax():
