@@ -173,7 +173,7 @@ class ConfidenceScorer:
             mask = torch.arange(batch.shape[1])[None, :] < lengths[:, None]
             forward = forward_backward(batch, mask, *self.potentials)
             alphas, betas, log_z = forward
-            words = (alphas + betas - log_z[:, None, None]).exp()
+            words = (alphas + betas - log_z[:, None, None]).exp().clamp(max=1.0)  # rounding can pass 1 by an ulp
             spans, owners = [], []
             for r, i in enumerate(rows):
                 marginals[i] = words[r, : lengths[r]]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import run_ner
-from conftest import DEMO_DATA
+from conftest import DEMO_DATA, PER_LOC_LABELS, make_scaled_classifier_folder
 from ner.data.conll import read_conll
 from ner.data.schemes import entities
 from ner.model.confidence import ConfidenceScorer, EntityCalibration, head_potentials
@@ -99,6 +99,22 @@ def tagger_copy(tagger, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module", params=["linear", "crf"])
+def messy(request, plain_model, tiny_bert, tmp_path_factory) -> Path:
+    """A copy of the scaled random classifier (varied, unsure tags), or the same with a CRF of random transitions."""
+    folder = tmp_path_factory.mktemp("messy") / request.param
+    if request.param == "linear":
+        shutil.copytree(plain_model, folder)
+    else:
+        make_scaled_classifier_folder(tiny_bert, folder, PER_LOC_LABELS, use_crf=True)
+    return folder
+
+
+def demo_words() -> list[list[str]]:
+    return [s.words for s in read_conll(DEMO_DATA / "test.txt")]
+
+
+@pytest.mark.integration  # the session's trained tagger
 def test_run_ner_calibrates_after_training_and_reports_confidence(tagger):
     saved = json.loads((tagger.out / "calibration.json").read_text())
     assert saved["method"] == "platt" and saved["slope"] > 0 and saved["fitted_on"].endswith("dev.txt")
@@ -116,26 +132,39 @@ def test_run_ner_calibrates_after_training_and_reports_confidence(tagger):
     assert "Entity confidences (probability of each whole entity): expected calibration error" in card
 
 
-def test_predictor_applies_the_folders_calibration_to_entities(tagger_copy, tagger):
-    words = [s.words for s in read_conll(tagger.data / "test.txt")][:40]
-    own = NerPredictor(str(tagger_copy), device="cpu", calibrated=False).tag(words)
-    (tagger_copy / "calibration.json").write_text('{"method": "platt", "slope": 0.5, "intercept": -0.5}')
-    calibrated = NerPredictor(str(tagger_copy), device="cpu").tag(words)
+def threshold_between(scores: list[float]) -> float:
+    """A threshold with entities on both sides of it (between two distinct confidences in the middle)."""
+    distinct = sorted(set(scores))
+    middle = max(len(distinct) // 2 - 1, 0)
+    return (distinct[middle] + distinct[middle + 1]) / 2
+
+
+def test_predictor_applies_the_folders_calibration_to_entities(messy):
+    words = demo_words()
+    own = NerPredictor(str(messy), device="cpu", calibrated=False).tag(words)
+    (messy / "calibration.json").write_text('{"method": "platt", "slope": 0.5, "intercept": -0.5}')
+    try:
+        calibrated = NerPredictor(str(messy), device="cpu").tag(words)
+    finally:
+        (messy / "calibration.json").unlink()
     calibration = EntityCalibration(0.5, -0.5)
-    assert sum(len(t.entity_scores) for t in own) > 10
+    assert sum(len(t.entity_scores) for t in own) > 20
     for mine, theirs in zip(own, calibrated):
         assert mine.tags == theirs.tags and mine.scores == theirs.scores  # words keep the model's own marginals
-        assert len(mine.entity_scores) == len(entities(mine.tags))
+        assert len(mine.entity_scores) == len(entities(mine.tags)) == len(theirs.entity_scores)
         assert theirs.entity_scores == pytest.approx([calibration(p) for p in mine.entity_scores])
         assert all(0 <= p <= 1 for p in mine.scores + mine.entity_scores)
+    # Unsure tags: the confidences spread out.
+    spread = [p for t in own for p in t.entity_scores]
+    assert min(spread) < 0.8 and max(spread) > 0.95
 
 
-def test_min_confidence_drops_entities_and_counts_them(tagger):
-    words = [s.words for s in read_conll(tagger.data / "test.txt")][:40]
-    everything = NerPredictor(str(tagger.out), device="cpu").tag(words)
+def test_min_confidence_drops_entities_and_counts_them(messy):
+    words = demo_words()
+    everything = NerPredictor(str(messy), device="cpu").tag(words)
     scores = sorted(p for t in everything for p in t.entity_scores)
     threshold = threshold_between(scores)
-    predictor = NerPredictor(str(tagger.out), device="cpu", min_confidence=threshold)
+    predictor = NerPredictor(str(messy), device="cpu", min_confidence=threshold)
     kept = predictor.tag(words)
     assert predictor.dropped == sum(p < threshold for p in scores) > 0 and predictor.kept == len(scores) - predictor.dropped
     for full, some in zip(everything, kept):
@@ -144,36 +173,28 @@ def test_min_confidence_drops_entities_and_counts_them(tagger):
         assert some.entity_scores == pytest.approx([p for _, p in survivors])
         dropped_words = {w for span, p in zip(entities(full.tags), full.entity_scores) if p < threshold for w in range(span[0], span[1])}
         assert all(some.tags[w] == "O" for w in dropped_words)
-    entities_of = predictor.entities(kept[0])
-    assert all(entity.score >= threshold for entity in entities_of)
+    assert all(entity.score >= threshold - 1e-4 for t in kept for entity in predictor.entities(t))  # scores to 4 places
 
 
-def test_confidences_off_and_bad_thresholds(tagger):
-    predictor = NerPredictor(str(tagger.out), device="cpu", confidence=False)
-    tagged = predictor.tag([["Maria", "went", "home"]])[0]
-    assert tagged.scores == [] and tagged.entity_scores == []
-    assert all(entity.score is None for entity in predictor.entities(tagged))
+def test_confidences_off_and_bad_thresholds(plain_model):
+    predictor = NerPredictor(str(plain_model), device="cpu", confidence=False)
+    tagged = predictor.tag(demo_words()[:5])
+    assert all(t.scores == [] and t.entity_scores == [] for t in tagged)
+    assert any(predictor.entities(t) for t in tagged)
+    assert all(entity.score is None for t in tagged for entity in predictor.entities(t))
     with pytest.raises(ValueError, match="min_confidence needs the confidences"):
-        NerPredictor(str(tagger.out), confidence=False, min_confidence=0.5)
+        NerPredictor(str(plain_model), confidence=False, min_confidence=0.5)
     with pytest.raises(ValueError, match="min_confidence must be"):
-        NerPredictor(str(tagger.out), min_confidence=1.5)
+        NerPredictor(str(plain_model), min_confidence=1.5)
 
 
-def threshold_between(scores: list[float]) -> float:
-    """A threshold with entities on both sides of it (between two distinct confidences in the middle)."""
-    distinct = sorted(set(scores))
-    middle = max(len(distinct) // 2 - 1, 0)
-    return (distinct[middle] + distinct[middle + 1]) / 2
-
-
-def test_predict_command_min_confidence(tagger, tmp_path, caplog):
-    source = tagger.data / "test.txt"
+def test_predict_command_min_confidence(plain_model, tmp_path, caplog):
+    source = DEMO_DATA / "test.txt"
     everything, some = tmp_path / "all.jsonl", tmp_path / "some.jsonl"
-    common = ["predict", "--model", str(tagger.out), "--input", str(source), "--output_format", "jsonl", "--device", "cpu"]
+    common = ["predict", "--model", str(plain_model), "--input", str(source), "--output_format", "jsonl", "--device", "cpu"]
     assert cli.main([*common, "--output", str(everything)]) == 0
     found = [e for line in everything.read_text().splitlines() for e in json.loads(line)["entities"]]
-    words = [s.words for s in read_conll(source)]
-    exact = [p for t in NerPredictor(str(tagger.out), device="cpu").tag(words) for p in t.entity_scores]
+    exact = [p for t in NerPredictor(str(plain_model), device="cpu").tag(demo_words()) for p in t.entity_scores]
     assert [e["score"] for e in found] == pytest.approx(exact, abs=1e-4)
     threshold = threshold_between(exact)
     with caplog.at_level(logging.INFO, logger="ner.predict.cli"):
@@ -183,10 +204,10 @@ def test_predict_command_min_confidence(tagger, tmp_path, caplog):
     assert f"dropped {len(found) - len(kept)} of the {len(found)} entities found" in caplog.text
 
 
-def test_predict_command_refuses_a_threshold_outside_0_to_1(tagger, tmp_path, capsys):
+def test_predict_command_refuses_a_threshold_outside_0_to_1(plain_model, tmp_path, capsys):
     from ner.errors import run_cli
 
-    argv = ["predict", "--model", str(tagger.out), "--input", str(tagger.data / "test.txt"), "--output", str(tmp_path / "o"),
+    argv = ["predict", "--model", str(plain_model), "--input", str(DEMO_DATA / "test.txt"), "--output", str(tmp_path / "o"),
             "--min_confidence", "2"]
     assert run_cli(cli.main, argv) == 2
     assert "--min_confidence must be" in capsys.readouterr().err
