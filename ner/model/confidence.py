@@ -32,6 +32,12 @@ SENTENCES_PER_BATCH = 256  # sentences scored together (sorted by length, so pad
 Potentials = tuple[Tensor, Tensor, Tensor]  # transitions [C, C], start [C], end [C]: finite scores
 
 
+def log_odds(probability: float) -> float:
+    """``log(p / (1 - p))``, with p clipped to ``[PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR]``."""
+    p = min(max(probability, PROBABILITY_FLOOR), 1.0 - PROBABILITY_FLOOR)
+    return math.log(p / (1.0 - p))
+
+
 @dataclass(frozen=True)
 class EntityCalibration:
     """Platt scaling of an entity's probability p: ``sigmoid(slope * logit(p) + intercept)``, fitted on dev data after
@@ -44,8 +50,7 @@ class EntityCalibration:
     def __call__(self, probability: float) -> float:
         if self.slope == 1.0 and self.intercept == 0.0:
             return probability
-        p = min(max(probability, PROBABILITY_FLOOR), 1.0 - PROBABILITY_FLOOR)
-        z = self.slope * math.log(p / (1.0 - p)) + self.intercept
+        z = self.slope * log_odds(probability) + self.intercept
         return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
     @classmethod

@@ -72,8 +72,8 @@ class NerPredictor:
 
     ``max_seq_length`` follows training's rule (``ner.data.alignment.resolve_max_seq_length``): default the
     model's limit, at most 512; a value over the limit is refused. ``calibrated=False`` ignores the folder's
-    calibration (entity confidences are the model's own probabilities); ``confidence=False`` tags without any scores (a little faster);
-    ``min_confidence`` drops entities less probable than that (``dropped``/``kept`` count them).
+    calibration (entity confidences are the model's own probabilities); ``confidence=False`` tags without any
+    scores; ``min_confidence`` drops entities less probable than that (``dropped``/``kept`` count them).
     """
 
     def __init__(
